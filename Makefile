@@ -1,0 +1,26 @@
+# The whole set-up lives here: every target builds .venv from setup.py itself.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: sim test lint bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+sim: $(STAMP)
+	$(BIN)/sdm_demo
+
+test: $(STAMP)
+	$(BIN)/ruff check sdm simulator tests
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check sdm simulator tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

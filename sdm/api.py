@@ -1,0 +1,124 @@
+"""REST routes and the static page, on top of the hub (bottle, in-process testable).
+
+Every answer is JSON except the page and its assets; every error is a JSON
+``{"error": ...}`` with a 4xx status (or 503 for an unavailable meter), never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+import bottle
+
+import web
+
+from .hub import AVAILABLE, Hub, MeterState
+from .meters.registry import parse_slave_id
+from .readings import dumps
+from .status import status
+
+log = logging.getLogger(__name__)
+
+WEB_ROOT = os.path.dirname(os.path.abspath(web.__file__))
+JSON_TYPE = "application/json; charset=UTF-8"
+ASSET_TYPES = (".html", ".js", ".css", ".svg")
+
+
+class ApiError(bottle.HTTPError):
+    """An error answer with a JSON body."""
+
+    def __init__(self, status: int, message: str, **extra):
+        body = {"error": message, **extra}
+        super().__init__(status, dumps(body))
+        self.set_header("Content-Type", JSON_TYPE)
+        self.set_header("Access-Control-Allow-Origin", "*")
+
+
+def json_response(body: bytes) -> bytes:
+    bottle.response.content_type = JSON_TYPE
+    bottle.response.set_header("Access-Control-Allow-Origin", "*")
+    return body
+
+
+def _error_body(error: bottle.HTTPError) -> bytes:
+    """Bottle's own errors (no route, wrong method, crash) as JSON without a traceback."""
+    if isinstance(error, ApiError):
+        return error.body
+    if error.status_code >= 500:
+        log.error("internal error answering %s %s: %r", bottle.request.method,
+                  bottle.request.path, error.exception)
+        message = "internal error"
+    elif error.status_code == 404:
+        message = f"no such resource: {bottle.request.path}"
+    elif error.status_code == 405:
+        message = f"method {bottle.request.method} not allowed here"
+    else:
+        message = str(error.body) or bottle.HTTP_CODES.get(error.status_code, "error")
+    error.set_header("Content-Type", JSON_TYPE)
+    error.set_header("Access-Control-Allow-Origin", "*")
+    return dumps({"error": message})
+
+
+def make_app(hub: Hub) -> bottle.Bottle:
+    app = bottle.Bottle(catchall=True, autojson=False)
+    app.default_error_handler = _error_body
+
+    def meter(id_text: str, require_available: bool = True) -> MeterState:
+        try:
+            device_id = parse_slave_id(id_text)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+        found: Optional[MeterState] = hub.meters.get(device_id)
+        if found is None:
+            raise ApiError(404, f"Device {device_id} does not exist.")
+        if require_available and found.status != AVAILABLE:
+            age = found.age()
+            raise ApiError(503, f"Device {device_id} is not available.",
+                           age=None if age is None else round(age, 3))
+        return found
+
+    def slash_redirect(path: str) -> None:
+        bottle.redirect("/" + path.rstrip("/"), 301)
+
+    @app.get("/last")
+    def last_all():
+        return json_response(b"[" + b",".join(m.readings_json()[:-1] for m in hub.available()) + b"]\n")
+
+    @app.get("/last/<id_text>")
+    def last_one(id_text):
+        return json_response(meter(id_text).readings_json())
+
+    @app.get("/minuteavg")
+    def average_all():
+        now = time.time()
+        return json_response(dumps([m.minute_average(now) for m in hub.available()]))
+
+    @app.get("/minuteavg/<id_text>")
+    def average_one(id_text):
+        return json_response(dumps(meter(id_text).minute_average()))
+
+    @app.get("/status")
+    def status_route():
+        return json_response(dumps(status(hub)))
+
+    @app.get("/")
+    def index():
+        return bottle.static_file("index.html", root=WEB_ROOT)
+
+    @app.get("/static/<path:path>")
+    def assets(path):
+        if not path.endswith(ASSET_TYPES):
+            raise ApiError(404, f"no such asset: {path}")
+        return bottle.static_file(path, root=WEB_ROOT)
+
+    for prefix in ("last", "minuteavg", "status"):
+        app.route(f"/{prefix}/", "GET", _bind(slash_redirect, prefix))
+    return app
+
+
+def _bind(func: Callable, arg: str) -> Callable:
+    return lambda: func(arg)

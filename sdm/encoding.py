@@ -1,0 +1,85 @@
+"""Registers <-> numbers.  Pure functions, shared by the gateway and the simulator.
+
+Every encoding in the meter tables is 32 bits in two 16-bit registers, high
+word first ("ABCD", meters.md section 0.2).  A float32 is returned as the
+shortest decimal that maps back to the same float32 (230.1, not the widened
+230.10000610351562), so JSON shows what the meter shows.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+FLOAT32 = "float32"
+UINT32 = "uint32"
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a value sits in two registers: ``kind`` and a divisor applied on decode."""
+
+    kind: str = FLOAT32
+    divisor: float = 1.0
+
+    width: int = 2  # registers; every encoding of the seed meters is 32 bits
+
+
+F32 = Encoding(FLOAT32)
+FLOAT32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
+
+
+def uint32(divisor: float) -> Encoding:
+    return Encoding(UINT32, divisor)
+
+
+def float32_div(divisor: float) -> Encoding:
+    return Encoding(FLOAT32, divisor)
+
+
+def shortest_float32(value: float) -> float:
+    """The float with the shortest repr that rounds to the same float32 as ``value``."""
+    if not math.isfinite(value) or value == 0.0:
+        return value
+    target = struct.pack(">f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == target:
+            return candidate
+    return value
+
+
+def decode(registers: Sequence[int], encoding: Encoding) -> float:
+    """Two registers (high word first) -> the physical value."""
+    raw = struct.pack(">HH", registers[0], registers[1])
+    if encoding.kind == FLOAT32:
+        value = struct.unpack(">f", raw)[0]
+        if encoding.divisor != 1.0:
+            return shortest_float32(value) / encoding.divisor
+        return shortest_float32(value)
+    if encoding.kind == UINT32:
+        return struct.unpack(">I", raw)[0] / encoding.divisor
+    raise ValueError(f"unknown encoding {encoding.kind!r}")
+
+
+def encode(value: float, encoding: Encoding) -> Tuple[int, int]:
+    """The physical value -> two registers, the way a meter stores it.
+
+    uint32 values are rounded to the register's resolution and clamped to its
+    range (a meter cannot hold a negative or oversized count).
+    """
+    scaled = value * encoding.divisor
+    if encoding.kind == FLOAT32:
+        if math.isfinite(scaled) and abs(scaled) > FLOAT32_MAX:
+            scaled = math.copysign(math.inf, scaled)
+        raw = struct.pack(">f", scaled)
+    elif encoding.kind == UINT32:
+        if math.isnan(scaled):
+            scaled = 0
+        raw = struct.pack(">I", int(min(max(round(scaled), 0), 0xFFFFFFFF)))
+    else:
+        raise ValueError(f"unknown encoding {encoding.kind!r}")
+    high, low = struct.unpack(">HH", raw)
+    return high, low

@@ -1,0 +1,218 @@
+"""The bus loop: schedule requests, exchange frames, decode, publish to the hub.
+
+One poller owns one transport.  Each meter reads its planned blocks in turn
+(a cycle).  Requests of different meters interleave: the poller always sends
+the request whose meter is ready first, so one meter's quiet time after a
+reply is spent talking to another.  A meter that keeps failing turns
+unavailable and is re-probed with back-off; an adapter that fails is closed
+and reopened with back-off while the HTTP side keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Deque, Dict, List, Optional, Sequence
+
+from . import rtu
+from .encoding import decode
+from .hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
+from .plan import Block, make_block, plan, request_overhead_chars, split
+from .readings import finite_or_none
+from .transport import TransportError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollSettings:
+    timeout: float = 0.3          # meter turnaround allowed per exchange, beyond wire time
+    retries: int = 2              # extra attempts of a failed block within one cycle
+    max_failures: int = 5         # consecutive failed exchanges that make a meter unavailable
+    reprobe_min: float = 1.0      # first re-probe delay of an unavailable meter (s)
+    reprobe_max: float = 60.0     # back-off ceiling (s)
+    reopen_min: float = 0.5       # first retry delay after the adapter failed (s)
+    reopen_max: float = 10.0
+    pauses: Optional[Dict[str, float]] = None   # model key -> pause (s), overrides the model's
+
+
+def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
+    """Values of every measurement in a block; NaN and infinities become None."""
+    values = {}
+    for reg in block.registers:
+        offset = block.offset(reg)
+        values[reg.name] = finite_or_none(decode(registers[offset:offset + reg.width], reg.encoding))
+    return values
+
+
+class MeterReader:
+    """One meter's schedule: its blocks, the cycle under way, failures and back-off."""
+
+    def __init__(self, config: MeterConfig, char_time: float, settings: PollSettings):
+        self.config = config
+        self.settings = settings
+        model = config.model
+        self.pause = (settings.pauses or {}).get(model.key, model.pause)
+        overhead = request_overhead_chars(self.pause / char_time)
+        self.blocks: List[Block] = plan(model.registers, model.max_registers, overhead)
+        self.probe_block = make_block([model.register(model.probe)])
+        self.pending: Deque[Block] = deque()
+        self.attempts = 0             # attempts of the block at the head of pending
+        self.failures = 0             # consecutive failed exchanges
+        self.available = True
+        self.ready_at = 0.0           # monotonic time the next request may go out
+        self.backoff = settings.reprobe_min
+
+    @property
+    def device_id(self) -> int:
+        return self.config.device_id
+
+    def next_block(self) -> Block:
+        if not self.available:
+            return self.probe_block
+        if not self.pending:
+            self.pending.extend(self.blocks)
+        return self.pending[0]
+
+    def succeeded(self, block: Block, now: float) -> bool:
+        """Book a good reply; True when it completed a cycle."""
+        self.failures = 0
+        self.attempts = 0
+        self.ready_at = now + self.pause
+        if not self.available:
+            self.available = True
+            self.backoff = self.settings.reprobe_min
+            self.pending.clear()
+            return False
+        self.pending.popleft()
+        return not self.pending
+
+    def failed(self, block: Block, error: rtu.ModbusError, now: float) -> None:
+        """Book a failed exchange: fall back, retry, skip, or give the meter up."""
+        self.ready_at = now + self.pause
+        if isinstance(error, rtu.ExceptionReply) and error.code == rtu.ILLEGAL_DATA_ADDRESS and self.available:
+            self._refused(block)
+            return
+        self.failures += 1
+        if not self.available:
+            self.ready_at = now + self.backoff
+            self.backoff = min(self.backoff * 2, self.settings.reprobe_max)
+            return
+        if self.failures >= self.settings.max_failures:
+            self.available = False
+            self.pending.clear()
+            self.attempts = 0
+            self.ready_at = now + self.backoff
+            return
+        self.attempts += 1
+        if self.attempts > self.settings.retries:
+            self.attempts = 0
+            self.pending.popleft()
+
+    def _refused(self, block: Block) -> None:
+        """The meter said 'illegal data address': read the block's values one by one,
+        or stop asking for a single value it does not have; remembered for good."""
+        self.pending.popleft()
+        index = self.blocks.index(block)
+        if len(block.registers) > 1:
+            parts = split(block)
+            log.warning("meter %d: block fc%d %d+%d refused; reading its %d values one by one",
+                        self.device_id, block.fc, block.start, block.count, len(parts))
+            self.blocks[index:index + 1] = parts
+            self.pending.extendleft(reversed(parts))
+        else:
+            log.warning("meter %d: has no %s (address %d refused); no longer read",
+                        self.device_id, block.registers[0].name, block.start)
+            del self.blocks[index]
+
+
+class Poller:
+    """Reads every meter on one transport, continuously, and feeds the hub."""
+
+    def __init__(self, hub: Hub, transport, settings: Optional[PollSettings] = None):
+        self.hub = hub
+        self.transport = transport
+        self.settings = settings or PollSettings()
+        self.readers = [MeterReader(m.config, transport.char_time, self.settings) for m in hub.meters.values()]
+        self._running = False
+        self._reopen_delay = self.settings.reopen_min
+        self._opened_before = False
+        hub.bus["Device"] = getattr(transport, "path", "")
+
+    def stop(self) -> None:
+        self._running = False
+
+    def run(self) -> None:
+        self._running = True
+        try:
+            while self._running:
+                if not self.transport.is_open and not self._reopen():
+                    continue
+                self.step()
+        finally:
+            self.transport.close()
+            self.hub.bus["Connected"] = False
+
+    def step(self) -> None:
+        """Send the request of the meter that is ready first, and book the result."""
+        reader = min(self.readers, key=lambda r: r.ready_at)
+        wait = reader.ready_at - time.monotonic()
+        if wait > 0:
+            time.sleep(min(wait, 0.5))   # wake up now and then to notice stop()
+            return
+        block = reader.next_block()
+        try:
+            registers = rtu.exchange(self.transport, reader.device_id, block.fc, block.start,
+                                     block.count, self.settings.timeout)
+        except rtu.ModbusError as err:
+            self._book_failure(reader, block, err)
+        except TransportError as err:
+            self._adapter_lost(err)
+        else:
+            self._book_success(reader, block, registers)
+
+    def _book_success(self, reader: MeterReader, block: Block, registers: Sequence[int]) -> None:
+        values = decode_block(block, registers)
+        self.hub.count(reader.device_id)
+        log.debug("meter %d: fc%d %d+%d ok %s", reader.device_id, block.fc, block.start, block.count, values)
+        was_available = reader.available
+        complete = reader.succeeded(block, time.monotonic())
+        self.hub.publish(reader.device_id, values, complete=complete)
+        if not was_available:
+            log.info("meter %d: answers again", reader.device_id)
+            self.hub.set_status(reader.device_id, AVAILABLE)
+
+    def _book_failure(self, reader: MeterReader, block: Block, err: rtu.ModbusError) -> None:
+        self.hub.count(reader.device_id, err.kind)
+        log.debug("meter %d: fc%d %d+%d failed: %s (%s)", reader.device_id, block.fc, block.start,
+                  block.count, err, err.kind)
+        was_available = reader.available
+        reader.failed(block, err, time.monotonic())
+        if was_available and not reader.available:
+            log.warning("meter %d: %d failed exchanges in a row (last: %s); unavailable, re-probing",
+                        reader.device_id, reader.failures, err)
+            self.hub.set_status(reader.device_id, UNAVAILABLE)
+
+    def _adapter_lost(self, err: TransportError) -> None:
+        log.error("bus: %s; reopening with back-off", err)
+        self.transport.close()
+        self.hub.bus["Connected"] = False
+
+    def _reopen(self) -> bool:
+        try:
+            self.transport.open()
+        except TransportError as err:
+            if self._reopen_delay == self.settings.reopen_min:
+                log.error("bus: %s; retrying with back-off", err)
+            time.sleep(self._reopen_delay)
+            self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
+            return False
+        if self._opened_before:
+            self.hub.bus["Reconnects"] += 1
+            log.info("bus: %s open again", self.transport.path)
+        self._opened_before = True
+        self.hub.bus["Connected"] = True
+        self._reopen_delay = self.settings.reopen_min
+        return True

@@ -1,0 +1,143 @@
+"""MODBUS/RTU framing: build a read request, read exactly one reply, check it.
+
+umodbus builds the request ADU and parses the payload; the reading and every
+check umodbus leaves out (slave id, function code, byte count) are ours, so
+a late or stray frame is never taken for the answer.  Each way an exchange
+can fail is its own exception, with a ``kind`` that /status counts.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List, Protocol
+
+from umodbus.client.serial import rtu as umodbus_rtu
+from umodbus.client.serial.redundancy_check import get_crc
+
+REQUEST_BYTES = 8          # slave, fc, address (2), count (2), CRC (2)
+REPLY_OVERHEAD = 5         # slave, fc, byte count, CRC (2)
+EXCEPTION_BYTES = 5        # slave, fc | 0x80, code, CRC (2)
+MAX_READ_REGISTERS = 125   # MODBUS limit for FC 03 / 04
+
+EXCEPTION_TEXT = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "slave device failure",
+    5: "acknowledge",
+    6: "slave device busy",
+}
+
+
+class ModbusError(Exception):
+    """An exchange that gave no usable reply."""
+
+    kind = "error"
+
+
+class NoReply(ModbusError):
+    kind = "timeout"
+
+
+class ShortReply(ModbusError):
+    kind = "short"
+
+
+class CRCError(ModbusError):
+    kind = "crc"
+
+
+class MalformedReply(ModbusError):
+    """Wrong slave id, function code or byte count."""
+
+    kind = "malformed"
+
+
+class ExceptionReply(ModbusError):
+    kind = "exception"
+
+    def __init__(self, code: int):
+        self.code = code
+        super().__init__(f"exception {code} ({EXCEPTION_TEXT.get(code, 'unknown')})")
+
+
+ILLEGAL_DATA_ADDRESS = 2
+
+ERROR_KINDS = (NoReply.kind, ShortReply.kind, CRCError.kind, MalformedReply.kind, ExceptionReply.kind)
+
+
+class Line(Protocol):
+    """What an exchange needs from a transport (see transport.py)."""
+
+    char_time: float
+
+    def clear_input(self) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def read(self, size: int, deadline: float) -> bytes: ...
+    def settle(self, quiet: float, limit: float) -> None: ...
+
+
+def build_request(slave: int, fc: int, start: int, count: int) -> bytes:
+    """The request ADU for reading ``count`` registers (FC 03 or FC 04)."""
+    if fc == 0x03:
+        return umodbus_rtu.read_holding_registers(slave, start, count)
+    if fc == 0x04:
+        return umodbus_rtu.read_input_registers(slave, start, count)
+    raise ValueError(f"function code {fc} is not a register read")
+
+
+def reply_bytes(count: int) -> int:
+    return REPLY_OVERHEAD + 2 * count
+
+
+def crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and get_crc(frame[:-2]) == frame[-2:]
+
+
+def read_reply(line: Line, request: bytes, deadline: float) -> List[int]:
+    """Read and check the reply to ``request``; the registers, or a ModbusError."""
+    slave, fc = request[0], request[1]
+    count = int.from_bytes(request[4:6], "big")
+    head = line.read(3, deadline)
+    if not head:
+        raise NoReply("no reply")
+    if len(head) < 3:
+        raise ShortReply(f"reply cut short after {len(head)} bytes")
+    if head[0] != slave:
+        raise MalformedReply(f"reply from slave {head[0]}")
+    if head[1] == fc | 0x80:
+        frame = head + line.read(EXCEPTION_BYTES - 3, deadline)
+        if len(frame) < EXCEPTION_BYTES:
+            raise ShortReply("exception reply cut short")
+        if not crc_ok(frame):
+            raise CRCError("bad CRC on exception reply")
+        raise ExceptionReply(frame[2])
+    if head[1] != fc:
+        raise MalformedReply(f"reply with function code {head[1]}")
+    if head[2] != 2 * count:
+        raise MalformedReply(f"reply with byte count {head[2]}, expected {2 * count}")
+    frame = head + line.read(2 * count + 2, deadline)
+    if len(frame) < reply_bytes(count):
+        raise ShortReply(f"reply cut short after {len(frame)} of {reply_bytes(count)} bytes")
+    if not crc_ok(frame):
+        raise CRCError("bad CRC")
+    return list(umodbus_rtu.parse_response_adu(frame, request))
+
+
+def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: float) -> List[int]:
+    """One request and its checked reply, under one deadline.
+
+    The deadline allows for the request's own transmission, ``timeout`` of
+    meter turnaround and the reply's transmission.  After any failure the
+    line is left to fall quiet, so stray bytes of this exchange cannot be
+    taken for the next reply.
+    """
+    request = build_request(slave, fc, start, count)
+    line.clear_input()
+    line.write(request)
+    deadline = time.monotonic() + line.char_time * (len(request) + reply_bytes(count)) + timeout
+    try:
+        return read_reply(line, request, deadline)
+    except ModbusError:
+        line.settle(quiet=max(8 * line.char_time, 0.005), limit=timeout)
+        raise

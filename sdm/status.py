@@ -1,0 +1,64 @@
+"""The /status object: gosdm630's shape (seed README) plus per-meter counters."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from typing import Any, Dict
+
+from .hub import Hub
+from .readings import rfc3339
+from .rtu import ERROR_KINDS
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _per_minute(count: int, uptime: float) -> float:
+    return count / (uptime / 60.0) if uptime > 0 else 0.0
+
+
+def _kinds(errors: Counter) -> Dict[str, int]:
+    return {kind: errors.get(kind, 0) for kind in ERROR_KINDS}
+
+
+def status(hub: Hub) -> Dict[str, Any]:
+    uptime = time.time() - hub.started
+    requests = sum(m.requests for m in hub.meters.values())
+    errors = Counter()
+    for meter in hub.meters.values():
+        errors.update(meter.errors)
+    rss = _rss_bytes()
+    return {
+        "Starttime": rfc3339(hub.started),
+        "UptimeSeconds": uptime,
+        "Memory": {"Alloc": rss, "HeapAlloc": rss},
+        "Modbus": {
+            "TotalModbusRequests": requests,
+            "ModbusRequestRatePerMinute": _per_minute(requests, uptime),
+            "TotalModbusErrors": sum(errors.values()),
+            "ModbusErrorRatePerMinute": _per_minute(sum(errors.values()), uptime),
+            "ErrorsByKind": _kinds(errors),
+        },
+        "Bus": dict(hub.bus),
+        "ConfiguredMeters": [
+            {
+                "Id": meter.device_id,
+                "Type": meter.config.type_name,
+                "Model": f"{meter.config.model.manufacturer} {meter.config.model.model}",
+                "UniqueId": meter.config.unique_id,
+                "Status": meter.status,
+                "LastReading": int(meter.last_good),
+                "Requests": meter.requests,
+                "Errors": sum(meter.errors.values()),
+                "ErrorsByKind": _kinds(meter.errors),
+            }
+            for meter in hub.meters.values()
+        ],
+    }

@@ -1,0 +1,148 @@
+"""The line: a serial port opened with pyserial, read and written by us.
+
+The poller talks to a :class:`Transport`; a later TCP or RTU-over-TCP bus is
+another class with the same methods.  Reads wait in ``select`` so that, with
+gevent's monkey-patching, the HTTP side keeps running while a meter answers.
+``flush()`` (tcdrain) is never called: gevent cannot make it cooperative.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import serial
+
+
+class TransportError(Exception):
+    """The adapter cannot be used: missing, unplugged, or failing I/O."""
+
+
+@dataclass(frozen=True)
+class Comset:
+    baud: int
+    parity: str  # serial.PARITY_NONE or serial.PARITY_EVEN
+
+    @property
+    def bits_per_char(self) -> int:
+        return 10 if self.parity == serial.PARITY_NONE else 11
+
+    @property
+    def char_time(self) -> float:
+        return self.bits_per_char / self.baud
+
+    def __str__(self) -> str:
+        return f"{self.baud} 8{self.parity}1"
+
+
+# gosdm630's -c/--comset table (meters.md 0.4)
+COMSETS: Dict[int, Comset] = {
+    1: Comset(2400, serial.PARITY_NONE),
+    2: Comset(9600, serial.PARITY_NONE),
+    3: Comset(19200, serial.PARITY_NONE),
+    4: Comset(2400, serial.PARITY_EVEN),
+    5: Comset(9600, serial.PARITY_EVEN),
+    6: Comset(19200, serial.PARITY_EVEN),
+}
+
+
+def comset(number: int) -> Comset:
+    try:
+        return COMSETS[number]
+    except KeyError:
+        raise ValueError(f"comset must be 1-6, not {number}") from None
+
+
+def silence_time(char_time: float) -> float:
+    """MODBUS inter-frame silence: 3.5 characters, at least 1.75 ms above 19200 baud."""
+    return max(3.5 * char_time, 0.00175)
+
+
+class SerialTransport:
+    """An RS485 adapter: open, write frames with the silence between them, read by deadline."""
+
+    def __init__(self, path: str, settings: Comset):
+        self.path = path
+        self.settings = settings
+        self.char_time = settings.char_time
+        self._port: Optional[serial.Serial] = None
+        self._fd = -1
+        self._quiet_since = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        try:
+            self._port = serial.Serial(
+                self.path, self.settings.baud, bytesize=8, parity=self.settings.parity,
+                stopbits=1, timeout=0, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as err:
+            self._port = None
+            raise TransportError(f"cannot open {self.path}: {err}") from err
+        self._fd = self._port.fileno()
+        self._quiet_since = time.monotonic()
+        self.clear_input()
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    def clear_input(self) -> None:
+        self._require_open()
+        try:
+            self._port.reset_input_buffer()
+        except (serial.SerialException, OSError, TypeError) as err:
+            raise TransportError(f"{self.path}: {err}") from err
+
+    def write(self, data: bytes) -> None:
+        """Send one frame after the line has been quiet for the MODBUS silence."""
+        self._require_open()
+        wait = self._quiet_since + silence_time(self.char_time) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            os.write(self._fd, data)
+        except OSError as err:
+            raise TransportError(f"{self.path}: write failed: {err}") from err
+        self._quiet_since = time.monotonic() + len(data) * self.char_time
+
+    def read(self, size: int, deadline: float) -> bytes:
+        """Up to ``size`` bytes; fewer only when the deadline passes first."""
+        self._require_open()
+        buf = bytearray()
+        while len(buf) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                ready, _, _ = select.select([self._fd], [], [], remaining)
+                if not ready:
+                    break
+                chunk = os.read(self._fd, size - len(buf))
+            except (OSError, ValueError) as err:
+                raise TransportError(f"{self.path}: read failed: {err}") from err
+            if not chunk:
+                raise TransportError(f"{self.path}: adapter gone (end of file)")
+            buf += chunk
+        self._quiet_since = time.monotonic()
+        return bytes(buf)
+
+    def settle(self, quiet: float, limit: float) -> None:
+        """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if not self.read(4096, min(time.monotonic() + quiet, end)):
+                return
+
+    def _require_open(self) -> None:
+        if self._port is None:
+            raise TransportError(f"{self.path} is not open")

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sdm",
+    version="0.1.0",
+    description="HTTP gateway for MODBUS/RTU smart energy meters (Eastron SDM, Janitza B23, DZG)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["sdm", "sdm.*", "simulator", "simulator.*", "web"]),
+    package_data={"web": ["*.html", "*.js", "*.css", "*.svg"]},
+    install_requires=[
+        "gevent>=23",
+        "bottle>=0.12",
+        "gevent-websocket>=0.10",
+        "umodbus>=1.0.4",
+        "pyserial>=3.5",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sdm630_httpd=sdm.cli.httpd:main",
+            "sdm_simulator=simulator.cli:main",
+            "sdm_demo=simulator.demo:main",
+        ],
+    },
+)

@@ -1,0 +1,70 @@
+"""sdm_simulator: virtual MODBUS/RTU meters on a pty, for running the gateway without hardware."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Dict, List, Optional
+
+from sdm.meters.registry import parse_device_list, parse_slave_id
+
+from .line import PtyLine
+from .meters import VirtualMeter
+from .physics import Physics
+from .server import SlaveLoop
+
+log = logging.getLogger("sdm_simulator")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sdm_simulator", description=__doc__)
+    p.add_argument("--link", required=True, help="path of the symlink to the pty end a gateway opens")
+    p.add_argument("-d", "--device_list", default="sdm630:1",
+                   help="virtual meters as TYPE:ID[,TYPE:ID...] (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
+    p.add_argument("--no-meter-code", default="", metavar="ID[,ID...]",
+                   help="Eastron meters that do not answer the meter-code register 0xFC02")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
+    return p
+
+
+def build_meters(device_list: str, seed: Optional[int], no_code: List[int]) -> Dict[int, VirtualMeter]:
+    meters = {}
+    for _, model, slave in parse_device_list(device_list):
+        physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave)
+        meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code)
+    return meters
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
+        meters = build_meters(args.device_list, args.seed, no_code)
+        line = PtyLine(args.link)
+    except (ValueError, OSError) as err:
+        print(f"sdm_simulator: {err}", file=sys.stderr)
+        return 2
+    loop = SlaveLoop(line, meters)
+
+    def stop(*_):
+        loop.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    described = ", ".join(f"{m.model.model}:{slave}" for slave, m in sorted(meters.items()))
+    log.info("serving %s on %s -> %s", described, args.link, line.slave_path)
+    try:
+        loop.serve_forever()
+    finally:
+        line.close()
+    log.info("stopped after %d answers", loop.served)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

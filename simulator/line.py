@@ -1,0 +1,53 @@
+"""The simulator's end of the wire: a pty pair with a stable link to the gateway's end."""
+
+from __future__ import annotations
+
+import os
+import select
+import tty
+from typing import Optional
+
+
+class PtyLine:
+    """Opens a pty pair and links ``link`` to the slave end that a gateway opens.
+
+    The simulator keeps the slave end open itself, so a gateway closing and
+    reopening the port never makes the master end fail.
+    """
+
+    def __init__(self, link: str):
+        self.link = link
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        tty.setraw(self.master)
+        self.slave_path = os.ttyname(self.slave)
+        self._replace_link()
+
+    def _replace_link(self) -> None:
+        tmp = f"{self.link}.{os.getpid()}.tmp"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(self.slave_path, tmp)
+        os.replace(tmp, self.link)
+
+    def read(self, timeout: Optional[float]) -> bytes:
+        """Whatever the gateway sent, or b'' when nothing came within ``timeout``."""
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.master, 4096)
+        except OSError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if os.path.islink(self.link) and os.readlink(self.link) == self.slave_path:
+            os.unlink(self.link)

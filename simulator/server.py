@@ -1,0 +1,92 @@
+"""The slave loop: find request frames on the line, answer as the addressed meter would.
+
+Only read requests (8-byte frames of FC 03 / 04) are understood; any other
+function to one of our meters gets exception 01.  A frame with a bad CRC, or
+for an id no virtual meter owns, gets no answer at all, as on a real bus.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import Dict, Iterator, Optional
+
+from umodbus.client.serial.redundancy_check import add_crc
+
+from sdm.rtu import REQUEST_BYTES, crc_ok
+
+from .meters import ILLEGAL_FUNCTION, MeterException, VirtualMeter
+
+log = logging.getLogger(__name__)
+
+STALE_PARTIAL = 0.05   # seconds after which an incomplete frame is dropped
+
+
+class FrameFinder:
+    """Cuts the byte stream into CRC-valid 8-byte request frames, resyncing on noise."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+        self.last_byte = 0.0
+
+    def feed(self, data: bytes, now: float) -> Iterator[bytes]:
+        if self.buffer and now - self.last_byte > STALE_PARTIAL:
+            self.buffer.clear()
+        self.buffer += data
+        self.last_byte = now
+        while len(self.buffer) >= REQUEST_BYTES:
+            candidate = bytes(self.buffer[:REQUEST_BYTES])
+            if crc_ok(candidate):
+                del self.buffer[:REQUEST_BYTES]
+                yield candidate
+            else:
+                del self.buffer[0]
+
+
+def exception_reply(slave: int, fc: int, code: int) -> bytes:
+    return add_crc(struct.pack(">BBB", slave, fc | 0x80, code))
+
+
+def register_reply(slave: int, fc: int, words) -> bytes:
+    return add_crc(struct.pack(f">BBB{len(words)}H", slave, fc, 2 * len(words), *words))
+
+
+def answer(meters: Dict[int, VirtualMeter], request: bytes) -> Optional[bytes]:
+    """The reply to one CRC-valid request frame, or None to stay silent."""
+    slave, fc = request[0], request[1]
+    meter = meters.get(slave)
+    if meter is None:
+        return None
+    if fc not in (0x03, 0x04):
+        return exception_reply(slave, fc, ILLEGAL_FUNCTION)
+    start, count = struct.unpack(">HH", request[2:6])
+    try:
+        return register_reply(slave, fc, meter.read(fc, start, count))
+    except MeterException as exc:
+        return exception_reply(slave, fc, exc.code)
+
+
+class SlaveLoop:
+    """Serves the virtual meters on one line until stopped."""
+
+    def __init__(self, line, meters: Dict[int, VirtualMeter]):
+        self.line = line
+        self.meters = meters
+        self.finder = FrameFinder()
+        self.running = True
+        self.served = 0
+
+    def serve_forever(self) -> None:
+        while self.running:
+            data = self.line.read(0.2)
+            if data:
+                self.handle(data, time.monotonic())
+
+    def handle(self, data: bytes, now: float) -> None:
+        for request in self.finder.feed(data, now):
+            reply = answer(self.meters, request)
+            log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
+            if reply is not None:
+                self.line.write(reply)
+                self.served += 1

@@ -1,0 +1,1 @@
+"""Static assets of the live page served at ``/`` (packaged with the wheel)."""
