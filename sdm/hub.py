@@ -60,6 +60,7 @@ class MeterState:
     timestamp: float = 0.0
     last_good: float = 0.0
     requests: int = 0
+    complete_readings: int = 0
     errors: Counter = field(default_factory=Counter)
     window: Deque[Tuple[float, Mapping[str, Optional[float]]]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_MAX_SAMPLES))
@@ -126,6 +127,8 @@ class Hub:
         meter.window.append((now, dict(values)))
         meter.prune(now)
         meter._json = None
+        if complete:
+            meter.complete_readings += 1
         self._emit(MeterUpdate(device_id, dict(values), now, complete))
 
     def set_status(self, device_id: int, status: str) -> None:

@@ -55,6 +55,7 @@ def status(hub: Hub) -> Dict[str, Any]:
                 "UniqueId": meter.config.unique_id,
                 "Status": meter.status,
                 "LastReading": int(meter.last_good),
+                "CompleteReadings": meter.complete_readings,
                 "Requests": meter.requests,
                 "Errors": sum(meter.errors.values()),
                 "ErrorsByKind": _kinds(meter.errors),

@@ -1,0 +1,140 @@
+"""Real processes for end-to-end tests: the simulator on a pty, the gateway on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    end = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_request(port: int, path: str, method: str = "GET", headers: Optional[Dict[str, str]] = None,
+                 body: Optional[bytes] = None, timeout: float = 10.0) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+    finally:
+        conn.close()
+
+
+def python_cmd(module: str, *args: str) -> List[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+class Process:
+    """A child process whose output goes to a log file we can show on failure."""
+
+    def __init__(self, cmd: List[str], log_path: Path):
+        self.cmd = cmd
+        self.log_path = Path(log_path)
+        self.proc: Optional[subprocess.Popen] = None
+
+    def spawn(self) -> None:
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def signal(self, signum: int) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 5.0) -> Optional[int]:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Simulator(Process):
+    def __init__(self, link: Path, devices: str, extra: List[str]):
+        self.link = Path(link)
+        self.devices = devices
+        super().__init__(python_cmd("simulator", "--link", str(link), "-d", devices, "--seed", "7", *extra),
+                         Path(f"{link}.log"))
+
+    def start(self) -> "Simulator":
+        self.spawn()
+        wait_until(lambda: os.path.exists(self.link) or self.proc.poll() is not None, 10, what="simulator link")
+        assert self.proc.poll() is None, self.log()
+        return self
+
+
+class Gateway(Process):
+    def __init__(self, link: str, devices: str, extra: List[str], log_path: Path):
+        self.port = free_port()
+        self.devices = devices
+        super().__init__(python_cmd("sdm.cli.httpd", "-s", link, "-d", devices,
+                                    "-u", f"127.0.0.1:{self.port}", *extra), log_path)
+
+    def get(self, path: str, **kwargs) -> Response:
+        return http_request(self.port, path, **kwargs)
+
+    def start(self, wait_values: bool = True) -> "Gateway":
+        self.spawn()
+        wait_until(self._answers, 15, what=f"gateway on port {self.port}")
+        if wait_values:
+            wait_until(self._all_read, 15, what="a first reading of every meter")
+        return self
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return self.get("/status", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def _all_read(self) -> bool:
+        meters = self.get("/status").json()["ConfiguredMeters"]
+        return all(m["CompleteReadings"] > 0 for m in meters)
