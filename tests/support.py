@@ -103,7 +103,7 @@ class Simulator(Process):
         super().__init__(python_cmd("simulator", "--link", str(link), "-d", devices, "--seed", "7", *extra),
                          Path(f"{link}.log"))
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         self.spawn()
         wait_until(lambda: os.path.exists(self.link) or self.proc.poll() is not None, 10, what="simulator link")
         assert self.proc.poll() is None, self.log()
@@ -120,7 +120,7 @@ class Gateway(Process):
     def get(self, path: str, **kwargs) -> Response:
         return http_request(self.port, path, **kwargs)
 
-    def start(self, wait_values: bool = True) -> "Gateway":
+    def start(self, wait_values: bool = True) -> Gateway:
         self.spawn()
         wait_until(self._answers, 15, what=f"gateway on port {self.port}")
         if wait_values:
