@@ -91,6 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
 
     def shutdown():
+        if server.closed:
+            return
         log.info("stopping")
         poller.stop()
         server.stop(timeout=1)
