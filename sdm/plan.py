@@ -15,7 +15,8 @@ from itertools import groupby
 from typing import List, Sequence, Tuple
 
 from .meters.model import Register
-from .rtu import REPLY_OVERHEAD, REQUEST_BYTES
+from .rtu import REPLY_OVERHEAD, REQUEST_BYTES, reply_bytes
+from .transport import silence_time
 
 SILENCE_CHARS = 3.5
 
@@ -80,3 +81,23 @@ def plan(regs: Sequence[Register], max_registers: int, overhead_chars: float = r
 def split(block: Block) -> List[Block]:
     """One block per register: the fallback when a meter refuses a whole block."""
     return [make_block([reg]) for reg in block.registers]
+
+
+def one_per_request(regs: Sequence[Register]) -> List[Block]:
+    """One request per value, in (function code, address) order: gosdm630's way, for comparison."""
+    return [make_block([reg]) for reg in sorted(regs, key=lambda r: (r.fc, r.address))]
+
+
+def exchange_chars(block: Block) -> int:
+    """Characters a request for ``block`` and its reply put on the wire."""
+    return REQUEST_BYTES + reply_bytes(block.count)
+
+
+def wire_time(blocks: Sequence[Block], char_time: float) -> float:
+    """The least time the wire needs for these requests and their replies, in seconds.
+
+    Every character at the line rate plus the MODBUS silence before each frame
+    (request and reply): no meter turnaround, no pause between requests.
+    """
+    chars = sum(exchange_chars(block) for block in blocks)
+    return chars * char_time + 2 * len(blocks) * silence_time(char_time)

@@ -1,9 +1,11 @@
 """The bus loop: schedule requests, exchange frames, decode, publish to the hub.
 
 One poller owns one transport.  Each meter reads its planned blocks in turn
-(a cycle).  Requests of different meters interleave: the poller always sends
-the request whose meter is ready first, so one meter's quiet time after a
-reply is spent talking to another.  A meter that keeps failing turns
+(a cycle): all of its values, or only the fast set between two reads of the
+slow set, and no sooner than its poll interval allows (sdm/schedule.py).
+Requests of different meters interleave: the poller always sends the request
+whose meter is ready first, so one meter's quiet time after a reply is spent
+talking to another.  A meter that keeps failing turns
 unavailable and is re-probed with back-off; an adapter that fails is closed
 and reopened with back-off while the HTTP side keeps serving.
 """
@@ -14,13 +16,14 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence
 
 from . import rtu
 from .encoding import decode
 from .hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
-from .plan import Block, make_block, plan, request_overhead_chars, split
+from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
 from .readings import finite_or_none
+from .schedule import Schedule, is_slow, next_due
 from .transport import TransportError
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class PollSettings:
     reopen_min: float = 0.5       # first retry delay after the adapter failed (s)
     reopen_max: float = 10.0
     pauses: Optional[Dict[str, float]] = None   # model key -> pause (s), overrides the model's
+    schedules: Optional[Dict[int, Schedule]] = None   # meter id -> schedule; default: as fast as possible
+    merge: bool = True            # False: one request per value, as gosdm630 did (for comparison)
 
 
 def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
@@ -55,26 +60,56 @@ class MeterReader:
         self.settings = settings
         model = config.model
         self.pause = (settings.pauses or {}).get(model.key, model.pause)
-        overhead = request_overhead_chars(self.pause / char_time)
-        self.blocks: List[Block] = plan(model.registers, model.max_registers, overhead)
+        self.schedule = (settings.schedules or {}).get(config.device_id, Schedule())
+        self._overhead = request_overhead_chars(self.pause / char_time)
+        self.blocks: List[Block] = self._plan(model.registers)   # every value
+        fast = [reg for reg in model.registers if not is_slow(reg.name)]
+        # The fast set alone, for the cycles between two reads of the slow set.
+        self.fast_blocks: Optional[List[Block]] = (
+            self._plan(fast) if self.schedule.slow_interval and 0 < len(fast) < len(model.registers) else None)
+        self.cycle_blocks = self.blocks   # the plan of the cycle under way
         self.probe_block = make_block([model.register(model.probe)])
         self.pending: Deque[Block] = deque()
         self.attempts = 0             # attempts of the block at the head of pending
         self.failures = 0             # consecutive failed exchanges
         self.available = True
         self.ready_at = 0.0           # monotonic time the next request may go out
+        self.cycle_due = 0.0          # when the cycle under way (or the next) is due to start
+        self.slow_due = 0.0           # when the slow set is due to be read again
         self.backoff = settings.reprobe_min
+
+    def _plan(self, regs) -> List[Block]:
+        if not self.settings.merge:
+            return one_per_request(regs)
+        return plan(regs, self.config.model.max_registers, self._overhead)
 
     @property
     def device_id(self) -> int:
         return self.config.device_id
 
-    def next_block(self) -> Block:
+    def next_block(self, now: float) -> Block:
         if not self.available:
             return self.probe_block
         if not self.pending:
-            self.pending.extend(self.blocks)
+            self._start_cycle(now)
         return self.pending[0]
+
+    def _start_cycle(self, now: float) -> None:
+        self.cycle_due = next_due(self.cycle_due, now, self.schedule.interval)   # the next one's
+        if self.fast_blocks is None or now >= self.slow_due:
+            self.cycle_blocks = self.blocks
+            self.slow_due = next_due(self.slow_due, now, self.schedule.slow_interval)
+        else:
+            self.cycle_blocks = self.fast_blocks
+        self.pending.extend(self.cycle_blocks)
+
+    def _done(self) -> bool:
+        """Drop the block just finished; True when that ended the cycle."""
+        self.pending.popleft()
+        if self.pending:
+            return False
+        self.ready_at = max(self.ready_at, self.cycle_due)
+        return True
 
     def succeeded(self, block: Block, now: float) -> bool:
         """Book a good reply; True when it completed a cycle."""
@@ -86,8 +121,7 @@ class MeterReader:
             self.backoff = self.settings.reprobe_min
             self.pending.clear()
             return False
-        self.pending.popleft()
-        return not self.pending
+        return self._done()
 
     def failed(self, block: Block, error: rtu.ModbusError, now: float) -> None:
         """Book a failed exchange: fall back, retry, skip, or give the meter up."""
@@ -109,32 +143,38 @@ class MeterReader:
         self.attempts += 1
         if self.attempts > self.settings.retries:
             self.attempts = 0
-            self.pending.popleft()
+            self._done()
 
     def _refused(self, block: Block) -> None:
         """The meter said 'illegal data address': read the block's values one by one,
-        or stop asking for a single value it does not have; remembered for good."""
-        self.pending.popleft()
-        index = self.blocks.index(block)
+        or stop asking for a single value it does not have; remembered for good
+        (by the plan under way: the other plan learns it when it meets the block)."""
+        blocks = self.cycle_blocks
+        index = blocks.index(block)
         if len(block.registers) > 1:
             parts = split(block)
             log.warning("meter %d: block fc%d %d+%d refused; reading its %d values one by one",
                         self.device_id, block.fc, block.start, block.count, len(parts))
-            self.blocks[index:index + 1] = parts
+            blocks[index:index + 1] = parts
+            self.pending.popleft()
             self.pending.extendleft(reversed(parts))
         else:
             log.warning("meter %d: has no %s (address %d refused); no longer read",
                         self.device_id, block.registers[0].name, block.start)
-            del self.blocks[index]
+            del blocks[index]
+            self._done()
 
 
 class Poller:
     """Reads every meter on one transport, continuously, and feeds the hub."""
 
-    def __init__(self, hub: Hub, transport, settings: Optional[PollSettings] = None):
+    def __init__(self, hub: Hub, transport, settings: Optional[PollSettings] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.hub = hub
         self.transport = transport
         self.settings = settings or PollSettings()
+        self.clock = clock
+        self.sleep = sleep
         self.readers = [MeterReader(m.config, transport.char_time, self.settings) for m in hub.meters.values()]
         self._running = False
         self._reopen_delay = self.settings.reopen_min
@@ -158,11 +198,12 @@ class Poller:
     def step(self) -> None:
         """Send the request of the meter that is ready first, and book the result."""
         reader = min(self.readers, key=lambda r: r.ready_at)
-        wait = reader.ready_at - time.monotonic()
+        now = self.clock()
+        wait = reader.ready_at - now
         if wait > 0:
-            time.sleep(min(wait, 0.5))   # wake up now and then to notice stop()
+            self.sleep(min(wait, 0.5))   # wake up now and then to notice stop()
             return
-        block = reader.next_block()
+        block = reader.next_block(now)
         try:
             registers = rtu.exchange(self.transport, reader.device_id, block.fc, block.start,
                                      block.count, self.settings.timeout)
@@ -178,7 +219,7 @@ class Poller:
         self.hub.count(reader.device_id)
         log.debug("meter %d: fc%d %d+%d ok %s", reader.device_id, block.fc, block.start, block.count, values)
         was_available = reader.available
-        complete = reader.succeeded(block, time.monotonic())
+        complete = reader.succeeded(block, self.clock())
         self.hub.publish(reader.device_id, values, complete=complete)
         if not was_available:
             log.info("meter %d: answers again", reader.device_id)
@@ -189,7 +230,7 @@ class Poller:
         log.debug("meter %d: fc%d %d+%d failed: %s (%s)", reader.device_id, block.fc, block.start,
                   block.count, err, err.kind)
         was_available = reader.available
-        reader.failed(block, err, time.monotonic())
+        reader.failed(block, err, self.clock())
         if was_available and not reader.available:
             log.warning("meter %d: %d failed exchanges in a row (last: %s); unavailable, re-probing",
                         reader.device_id, reader.failures, err)
@@ -206,7 +247,7 @@ class Poller:
         except TransportError as err:
             if self._reopen_delay == self.settings.reopen_min:
                 log.error("bus: %s; retrying with back-off", err)
-            time.sleep(self._reopen_delay)
+            self.sleep(self._reopen_delay)
             self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
             return False
         if self._opened_before:

@@ -133,8 +133,20 @@ class SerialTransport:
             if not chunk:
                 raise TransportError(f"{self.path}: adapter gone (end of file)")
             buf += chunk
+            self._await_rest(size - len(buf), deadline)
         self._quiet_since = time.monotonic()
         return bytes(buf)
+
+    def _await_rest(self, missing: int, deadline: float) -> None:
+        """Sleep while ``missing`` more bytes cannot have arrived yet at the line rate.
+
+        A reply trickles in a few bytes at a time; waking for each chunk costs
+        CPU (a Pi's) for nothing, since the rest needs at least this long.
+        """
+        if missing > 0:
+            wait = min(missing * self.char_time, deadline - time.monotonic())
+            if wait > 0:
+                time.sleep(wait)
 
     def settle(self, quiet: float, limit: float) -> None:
         """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""

@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 
 from sdm.meters.registry import parse_device_list, parse_slave_id
 
-from .line import PtyLine
 from .meters import VirtualMeter
+from .pacing import open_line
 from .physics import Physics
 from .server import SlaveLoop
 
@@ -26,6 +26,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
     p.add_argument("--no-meter-code", default="", metavar="ID[,ID...]",
                    help="Eastron meters that do not answer the meter-code register 0xFC02")
+    p.add_argument("--baud", type=int, default=None,
+                   help="answer at this line rate, as a real RS485 line would (default: at once)")
+    p.add_argument("--parity", choices=("N", "E"), default="N",
+                   help="N: 10 bits per character (8N1), E: 11 (8E1); with --baud (default: %(default)s)")
+    p.add_argument("--turnaround-ms", type=float, default=0.0,
+                   help="the meters' own delay before answering, with --baud (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     return p
 
@@ -45,7 +51,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
         meters = build_meters(args.device_list, args.seed, no_code)
-        line = PtyLine(args.link)
+        line = open_line(args.link, args.baud, args.parity, args.turnaround_ms / 1000.0)
     except (ValueError, OSError) as err:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
@@ -57,7 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     described = ", ".join(f"{m.model.model}:{slave}" for slave, m in sorted(meters.items()))
-    log.info("serving %s on %s -> %s", described, args.link, line.slave_path)
+    pace = f" at {args.baud} 8{args.parity}1" if args.baud else ""
+    log.info("serving %s on %s -> %s%s", described, args.link, line.slave_path, pace)
     try:
         loop.serve_forever()
     finally:

@@ -17,6 +17,7 @@ from ..api import make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
+from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
 from ..server import make_server  # noqa: E402
 from ..transport import SerialTransport, comset  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
@@ -45,6 +46,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", action="append", default=[], metavar="TYPE=MS",
                    help="quiet time a meter type needs before its next request, e.g. sdm630=20; "
                         "repeatable (defaults: Eastron 60 ms, Janitza and DZG 20 ms)")
+    p.add_argument("--interval", action="append", default=[], metavar="[ID=]SECONDS",
+                   help="least time between the starts of two readings of meter ID (of every meter "
+                        "without ID=); repeatable (default: 0, as fast as the bus allows)")
+    p.add_argument("--slow", action="append", default=[], nargs="?", const=str(DEFAULT_SLOW_INTERVAL),
+                   metavar="[ID=]SECONDS",
+                   help="read energy counters, THD and frequency only every SECONDS (default "
+                        f"{DEFAULT_SLOW_INTERVAL:g}), power, voltage, current and power factor every cycle; "
+                        "for meter ID or every meter; repeatable (default: everything every cycle)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -71,7 +80,8 @@ def build(args: argparse.Namespace):
                for type_name, model, slave in devices]
     hub = Hub(configs)
     settings = PollSettings(timeout=args.timeout, retries=args.retries, max_failures=args.max_failures,
-                            reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause))
+                            reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
+                            schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
     server = make_server(make_app(hub), args.url, access_log=args.verbose)
     return hub, poller, server

@@ -1,11 +1,12 @@
 """The block planner: never splits a value, never exceeds a limit, covers every register."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sdm.meters import MODELS
 from sdm.meters.model import Register
-from sdm.plan import plan, request_overhead_chars, split
+from sdm.plan import make_block, one_per_request, plan, request_overhead_chars, split, wire_time
 
 
 @st.composite
@@ -71,3 +72,21 @@ def test_split_gives_one_block_per_register():
     regs = [Register("A", 4, 0), Register("B", 4, 2)]
     (block,) = plan(regs, 80)
     assert [(b.start, b.count) for b in split(block)] == [(0, 2), (2, 2)]
+
+
+def test_wire_time_counts_every_character_and_a_silence_per_frame():
+    block = make_block([Register("A", 4, 0)])          # 8-byte request, 9-byte reply
+    char = 10 / 9600
+    assert wire_time([block], char) == pytest.approx((8 + 9 + 2 * 3.5) * char)
+    assert wire_time([block, block], char) == pytest.approx(2 * wire_time([block], char))
+    fast = 10 / 38400                                   # above 19200 baud the silence is 1.75 ms
+    assert wire_time([block], fast) == pytest.approx(17 * fast + 2 * 0.00175)
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_planned_reading_beats_one_value_per_request_on_the_wire(key):
+    model = MODELS[key]
+    one = one_per_request(model.registers)
+    assert [b.registers for b in one] == [(r,) for r in sorted(model.registers, key=lambda r: (r.fc, r.address))]
+    char = 10 / 9600
+    assert wire_time(plan(model.registers, model.max_registers), char) < wire_time(one, char)
