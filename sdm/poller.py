@@ -79,9 +79,10 @@ class MeterReader:
         self.backoff = settings.reprobe_min
 
     def _plan(self, regs) -> List[Block]:
+        """The requests of a cycle, shortest first: after a start the first values come soonest."""
         if not self.settings.merge:
             return one_per_request(regs)
-        return plan(regs, self.config.model.max_registers, self._overhead)
+        return sorted(plan(regs, self.config.model.max_registers, self._overhead), key=lambda b: b.count)
 
     @property
     def device_id(self) -> int:
