@@ -11,6 +11,8 @@ from geventwebsocket.handler import WebSocketHandler
 
 log = logging.getLogger(__name__)
 
+ONE_SEND_MAX = 64 * 1024   # bodies up to this size go out with their headers in one send
+
 
 def parse_listen(url: str) -> Tuple[str, int]:
     """``:8080``, ``127.0.0.1:8080``, ``[::1]:8080`` or ``http://host:port`` -> (host, port)."""
@@ -52,6 +54,22 @@ class NoDelayHandler(WebSocketHandler):
         except OSError:
             pass
         super().__init__(sock, address, server, rfile)
+
+    def _write_with_headers(self, data):
+        """pywsgi's first write, but status line, headers and a small body in one send.
+
+        pywsgi sends the headers and the body separately: two system calls and
+        two packets for every short JSON answer, a tenth of the cost of a request.
+        """
+        self.headers_sent = True
+        self.finalize_headers()
+        head = b"".join([b"HTTP/1.1 ", self.status, b"\r\n",
+                         *(name + b": " + value + b"\r\n" for name, value in self.response_headers), b"\r\n"])
+        if self.response_use_chunked or len(data) > ONE_SEND_MAX:
+            self._sendall(head)
+            self._write(data)
+        else:
+            self._sendall(head + data)
 
     def log_request(self):
         """One access-log line per request, only when the server was given a log."""

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional  # noqa: E402
 import gevent  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..api import make_app  # noqa: E402
+from ..api import fast_last, make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
@@ -86,7 +86,7 @@ def build(args: argparse.Namespace):
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
                             schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    server = make_server(make_app(hub), args.url, access_log=args.verbose)
+    server = make_server(fast_last(hub, make_app(hub)), args.url, access_log=args.verbose)
     return hub, poller, server
 
 

@@ -6,7 +6,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from sdm.api import make_app
+from sdm.api import fast_last, make_app
 from sdm.hub import UNAVAILABLE, Hub, MeterConfig
 from sdm.meters.registry import lookup
 
@@ -80,3 +80,34 @@ def test_internal_error_is_a_json_500_without_traceback(hub, monkeypatch):
     assert status == 500
     assert json.loads(body) == {"error": "internal error"}
     assert b"Traceback" not in body
+
+
+@pytest.mark.parametrize("path", ["/last/1", "/last/01", "/last/26", "/last"])
+def test_fast_last_answers_exactly_as_the_bottle_route(hub, path):
+    app = make_app(hub)
+    taken = []
+
+    def bottle_side(environ, start_response):
+        taken.append(environ["PATH_INFO"])
+        return app(environ, start_response)
+
+    fast = call(fast_last(hub, bottle_side), path)
+    assert taken == []   # answered without bottle
+    assert fast == call(app, path)
+    assert fast[0] == 200
+
+
+@pytest.mark.parametrize("path,method", [
+    ("/last/9", "GET"), ("/last/abc", "GET"), ("/last/0", "GET"), ("/last/1/2", "GET"), ("/last/", "GET"),
+    ("/minuteavg/1", "GET"), ("/last/1", "HEAD"), ("/last/1", "DELETE"), ("/lastx", "GET"),
+])
+def test_fast_last_leaves_everything_else_to_bottle(hub, path, method):
+    app = make_app(hub)
+    assert call(fast_last(hub, app), path, method) == call(app, path, method)
+
+
+def test_fast_last_leaves_an_unavailable_meter_to_bottle(hub):
+    hub.set_status(1, UNAVAILABLE)
+    status, _, body = call(fast_last(hub, make_app(hub)), "/last/1")
+    assert status == 503 and "error" in json.loads(body)
+    assert [r["ModbusDeviceId"] for r in json.loads(call(fast_last(hub, make_app(hub)), "/last")[2])] == [26]
