@@ -16,11 +16,16 @@ sim: $(STAMP)
 	$(BIN)/sdm_demo
 
 test: $(STAMP)
-	$(BIN)/ruff check sdm simulator tests
+	$(BIN)/ruff check sdm simulator tests bench
 	$(BIN)/pytest
 
+# Figures of README.md "Benchmarks": a table on stdout, the same as JSON in bench-results.json.
+bench: $(STAMP)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench.run --json bench-results.json
+
 lint: $(STAMP)
-	$(BIN)/ruff check sdm simulator tests
+	$(BIN)/ruff check sdm simulator tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

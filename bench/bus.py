@@ -14,11 +14,12 @@ from typing import Dict, List, Optional
 
 import gevent
 
+from sdm.plan import wire_time
 from sdm.poller import MeterReader, PollSettings
 from sdm.readings import LAYOUT
 from tests.support import Gateway, http_request
 
-from .common import BUS, comset, configs, cpu_seconds, memory_kib, meter_status, paced_simulator, wire_ms
+from .common import BUS, comset, configs, cpu_seconds, memory_kib, meter_status, paced_simulator
 
 STARTS = 3
 START_LIMIT = 10.0     # seconds one start may take to show every value
@@ -69,8 +70,9 @@ def watch_start(gw: Gateway, wanted: Dict[int, int]) -> Dict[str, Optional[float
     return found
 
 
-def poll_window(gw: Gateway, values_per_reading: Dict[int, int]) -> Dict[str, object]:
-    """CPU, memory and readings of a gateway that polls, over WINDOW seconds."""
+def poll_window(gw: Gateway, values_per_reading: Dict[int, int], wire_s: Dict[int, float]) -> Dict[str, object]:
+    """CPU, memory and readings of a gateway that polls, over WINDOW seconds; ``wire_s`` is
+    each meter's wire minimum per reading (to tell how busy the bus was)."""
     pid = gw.proc.pid
     before, cpu_before, t_before = meter_status(gw.port), cpu_seconds(pid), time.monotonic()
     gevent.sleep(WINDOW)
@@ -83,6 +85,7 @@ def poll_window(gw: Gateway, values_per_reading: Dict[int, int]) -> Dict[str, ob
         "window_s": round(seconds, 1),
         "bus readings per s": round(sum(readings.values()) / seconds, 2),
         "readings per s by meter": ", ".join(f"{m}: {readings[m] / seconds:.2f}" for m in sorted(readings)),
+        "wire busy %": round(100 * sum(readings[m] * wire_s[m] for m in readings) / seconds, 1),
         "requests per s": round(sum(after[m]["Requests"] - before[m]["Requests"] for m in after) / seconds, 1),
         "errors": sum(after[m]["Errors"] - before[m]["Errors"] for m in after),
         "values per s": round(values / seconds, 1),
@@ -101,8 +104,8 @@ def median(runs: List[Dict[str, Optional[float]]], key: str) -> Optional[float]:
 def run() -> dict:
     line = comset()
     wanted = {cfg.device_id: len(cfg.model.registers) for cfg in configs(BUS)}
-    blocks = [MeterReader(cfg, line.char_time, PollSettings()).blocks for cfg in configs(BUS)]
-    bus_wire_ms = sum(wire_ms(b, line) for b in blocks)
+    wire_s = {cfg.device_id: wire_time(MeterReader(cfg, line.char_time, PollSettings()).blocks, line.char_time)
+              for cfg in configs(BUS)}
     starts = []
     with paced_simulator(BUS, line) as sim:
         for attempt in range(STARTS):
@@ -111,7 +114,7 @@ def run() -> dict:
                 starts.append(watch_start(gw, wanted))
                 if attempt == STARTS - 1:
                     gevent.sleep(max(0.0, WARM_UP - starts[-1]["every value of every meter"]))
-                    window = poll_window(gw, wanted)
+                    window = poll_window(gw, wanted, wire_s)
             finally:
                 gw.stop()
     start_up = [{"since process start (s)": key, "median": median(starts, key),
@@ -121,7 +124,6 @@ def run() -> dict:
     return {
         "bus": f"{BUS} at {line}, default pauses",
         **window,
-        "wire limit bus readings per s": round(1000 * len(blocks) / bus_wire_ms, 2),
         "start-up": start_up,
         "targets": [
             {"target": f"bus polling under {CPU_TARGET} % of one core", "figure": window["cpu % of one core"],

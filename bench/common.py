@@ -25,6 +25,7 @@ from tests.support import Gateway, Simulator, http_request, wait_until
 
 BUS = "sdm630:1,sdm120:2,janitza:26"   # the three-meter bus of the figures
 BAUD = 9600
+SIMULATOR_NICE = -10
 
 
 def comset(baud: int = BAUD, parity: str = "N") -> Comset:
@@ -37,10 +38,18 @@ def sim_flags(line: Comset, turnaround_ms: float = 0.0) -> List[str]:
 
 @contextlib.contextmanager
 def paced_simulator(devices: str, line: Comset, turnaround_ms: float = 0.0) -> Iterator[Simulator]:
-    """Virtual meters on a pty that answer at the line rate; stopped on exit."""
+    """Virtual meters on a pty that answer at the line rate; stopped on exit.
+
+    The simulator stands in for meters, which have a CPU of their own: it runs
+    at a raised priority (when allowed) so that a busy machine delays the
+    gateway under test, not the meters' answers.
+    """
     sim = Simulator(Path(tempfile.mkdtemp(prefix="sdm-bench-")) / "tty", devices, sim_flags(line, turnaround_ms))
     try:
-        yield sim.start()
+        sim.start()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, sim.proc.pid, SIMULATOR_NICE)
+        yield sim
     finally:
         sim.stop()
 

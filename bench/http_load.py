@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Dict
+import time
+from typing import Callable, Dict, Tuple
 
 from .common import BUS, comset, gateway, meter_status, paced_simulator
 
@@ -18,6 +19,7 @@ CONNECTIONS = 50
 SECONDS = 10
 THREADS = 1        # wrk's own threads: one core for wrk, the other for the gateway
 ROUTES = ["/last/1", "/last"]
+IDLE_SECONDS = 5
 
 RATE_TARGET = 8000.0
 P99_TARGET_MS = 15.0
@@ -43,16 +45,24 @@ def parse_wrk(output: str) -> Dict[str, float]:
     return found
 
 
-def load(port: int, route: str) -> Dict[str, object]:
-    """One wrk run against 127.0.0.1; with the readings the gateway completed meanwhile."""
-    before = meter_status(port)
-    done = subprocess.run(
+def readings_per_s(port: int, work: Callable[[], object]) -> Tuple[float, object]:
+    """Complete readings per second the gateway polled while ``work`` ran, and its result."""
+    before, started = meter_status(port), time.monotonic()
+    result = work()
+    after, seconds = meter_status(port), time.monotonic() - started
+    return sum(after[m]["CompleteReadings"] - before[m]["CompleteReadings"] for m in after) / seconds, result
+
+
+def wrk(port: int, route: str) -> str:
+    return subprocess.run(
         ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", f"http://127.0.0.1:{port}{route}"],
-        capture_output=True, text=True, timeout=SECONDS + 30, check=True)
-    after = meter_status(port)
-    row: Dict[str, object] = {"route": route, **parse_wrk(done.stdout)}
-    row["readings polled meanwhile"] = sum(after[m]["CompleteReadings"] - before[m]["CompleteReadings"] for m in after)
-    return row
+        capture_output=True, text=True, timeout=SECONDS + 30, check=True).stdout
+
+
+def load(port: int, route: str) -> Dict[str, object]:
+    """One wrk run against 127.0.0.1, with the polling rate meanwhile."""
+    rate, output = readings_per_s(port, lambda: wrk(port, route))
+    return {"route": route, **parse_wrk(output), "bus readings per s meanwhile": round(rate, 2)}
 
 
 def run() -> dict:
@@ -60,10 +70,12 @@ def run() -> dict:
         raise RuntimeError("wrk is missing: `make bench` installs it (apt-get install wrk)")
     line = comset()
     with paced_simulator(BUS, line) as sim, gateway(sim.link, BUS) as gw:
+        idle, _ = readings_per_s(gw.port, lambda: time.sleep(IDLE_SECONDS))
         rows = [load(gw.port, route) for route in ROUTES]
     one = rows[0]
     return {
         "load": f"wrk -t{THREADS} -c{CONNECTIONS} -d{SECONDS}s, keep-alive, while polling {BUS} at {line}",
+        "bus readings per s without HTTP load": round(idle, 2),
         "routes": rows,
         "targets": [
             {"target": f"GET /last/1 at least {RATE_TARGET:,.0f} requests/s", "figure": one["requests per s"],

@@ -6,6 +6,7 @@ import logging
 import socket
 from typing import Tuple
 
+import gevent
 from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
@@ -54,6 +55,17 @@ class NoDelayHandler(WebSocketHandler):
         except OSError:
             pass
         super().__init__(sock, address, server, rfile)
+
+    def handle_one_request(self):
+        """One request of a keep-alive connection, then a turn for everyone else.
+
+        A client that sends its next request at once finds it already there,
+        so without a yield one connection can keep the loop (and the bus
+        poller) waiting for as long as it keeps asking.
+        """
+        result = super().handle_one_request()
+        gevent.sleep(0)
+        return result
 
     def _write_with_headers(self, data):
         """pywsgi's first write, but status line, headers and a small body in one send.
