@@ -2,7 +2,8 @@
 
 import pytest
 
-from sdm.hub import Hub, MeterConfig
+from sdm.hub import AVAILABLE, Hub, MeterConfig
+from sdm.meters.model import MeterModel
 from sdm.meters.registry import lookup
 from sdm.plan import make_block, wire_time
 from sdm.poller import Poller, PollSettings
@@ -33,8 +34,8 @@ def make_block_for(meter, fc, start, count):
     return block
 
 
-def run_bus(devices, seconds, **settings):
-    """Poll ``devices`` for ``seconds`` of simulated time; the line's log and the hub."""
+def make_bus(devices, **settings):
+    """A poller of ``devices`` on a line that takes wire time on a simulated clock."""
     clock = FrozenClock()
     meters = virtual_meters(devices, clock)
     hub = Hub([MeterConfig(slave, name.upper(), lookup(name), f"M{slave}") for slave, name in devices.items()])
@@ -45,10 +46,19 @@ def run_bus(devices, seconds, **settings):
     def sleep(seconds):
         clock.now += seconds
 
-    poller = Poller(hub, line, PollSettings(**settings), clock=clock, sleep=sleep)
-    end = clock.now + seconds
-    while clock.now < end:
+    return line, hub, Poller(hub, line, PollSettings(**settings), clock=clock, sleep=sleep)
+
+
+def run_for(line, poller, seconds):
+    end = line.clock.now + seconds
+    while line.clock.now < end:
         poller.step()
+
+
+def run_bus(devices, seconds, **settings):
+    """Poll ``devices`` for ``seconds`` of simulated time; the line's log and the hub."""
+    line, hub, poller = make_bus(devices, **settings)
+    run_for(line, poller, seconds)
     return line, hub, poller
 
 
@@ -114,6 +124,28 @@ def test_fast_plan_holds_exactly_the_fast_set():
     assert fast == {name for name in model.names if not is_slow(name)}
     assert {"WLocPhsA", "VolLocPhsB", "AmpLocPhsC", "AngLocPhsA", "TotW"} <= fast
     assert not fast & {"Freq", "TotkWhImport", "TotkWhExportPhsA"}
+
+
+def test_a_block_refused_in_the_fast_plan_is_read_value_by_value_there():
+    line, hub, poller = make_bus({2: "sdm120"}, schedules={2: Schedule(slow_interval=5.0)})
+    model = lookup("sdm120")
+    # a meter without power factor (0x001E): exception 02 for any read that covers it
+    line.meters[2].model = MeterModel(**{**model.__dict__, "address_space": ((4, 0, 0x1E), (4, 0x20, 0x180))})
+    run_for(line, poller, 20.0)
+    reader = poller.readers[0]
+    assert hub.meters[2].status == AVAILABLE
+    fast = [reg.name for block in reader.fast_blocks for reg in block.registers]
+    assert "AngLocPhsA" not in fast and "VolLocPhsA" in fast and "WLocPhsA" in fast
+    assert hub.meters[2].values["WLocPhsA"] is not None and hub.meters[2].values.get("AngLocPhsA") is None
+    late = [span for t, _, span in line.log if t > line.clock.now - 10.0]
+    assert not any(0x1E in span for span in late)   # both plans have learnt it by now
+
+
+def test_a_cycle_reads_its_shortest_requests_first():
+    _, _, poller = run_bus({1: "sdm630", 26: "janitza"}, 0.0)
+    for reader in poller.readers:
+        counts = [block.count for block in reader.blocks]
+        assert counts == sorted(counts)
 
 
 def test_one_value_per_request_when_merging_is_off():
