@@ -120,6 +120,8 @@ class SerialTransport:
         self._require_open()
         buf = bytearray()
         while len(buf) < size:
+            if buf:
+                self._await_rest(size - len(buf), deadline)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -133,7 +135,6 @@ class SerialTransport:
             if not chunk:
                 raise TransportError(f"{self.path}: adapter gone (end of file)")
             buf += chunk
-            self._await_rest(size - len(buf), deadline)
         self._quiet_since = time.monotonic()
         return bytes(buf)
 
