@@ -248,7 +248,7 @@ class Poller:
         except TransportError as err:
             if self._reopen_delay == self.settings.reopen_min:
                 log.error("bus: %s; retrying with back-off", err)
-            self.sleep(self._reopen_delay)
+            time.sleep(self._reopen_delay)
             self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
             return False
         if self._opened_before:

@@ -12,8 +12,6 @@ from geventwebsocket.handler import WebSocketHandler
 
 log = logging.getLogger(__name__)
 
-ONE_SEND_MAX = 64 * 1024   # bodies up to this size go out with their headers in one send
-
 
 def parse_listen(url: str) -> Tuple[str, int]:
     """``:8080``, ``127.0.0.1:8080``, ``[::1]:8080`` or ``http://host:port`` -> (host, port)."""
@@ -56,16 +54,22 @@ class NoDelayHandler(WebSocketHandler):
             pass
         super().__init__(sock, address, server, rfile)
 
-    def handle_one_request(self):
-        """One request of a keep-alive connection, then a turn for everyone else.
+    def log_request(self):
+        """One access-log line per request, only when the server was given a log."""
+        if self.server.log is not None and "101" not in str(self.status):
+            self.server.log.write(self.format_request() + "\n")
 
-        A client that sends its next request at once finds it already there,
-        so without a yield one connection can keep the loop (and the bus
-        poller) waiting for as long as it keeps asking.
+    def handle_one_response(self):
+        """Answer one request, then give everyone else a turn.
+
+        A keep-alive client that sends its next request at once finds it
+        already there, so without a yield one connection could keep the loop
+        (and the bus poller) waiting for as long as it keeps asking.
         """
-        result = super().handle_one_request()
+        super().handle_one_response()
         gevent.sleep(0)
-        return result
+
+    ONE_SEND_MAX = 64 * 1024   # bodies up to this size go out with their headers in one send
 
     def _write_with_headers(self, data):
         """pywsgi's first write, but status line, headers and a small body in one send.
@@ -77,16 +81,11 @@ class NoDelayHandler(WebSocketHandler):
         self.finalize_headers()
         head = b"".join([b"HTTP/1.1 ", self.status, b"\r\n",
                          *(name + b": " + value + b"\r\n" for name, value in self.response_headers), b"\r\n"])
-        if self.response_use_chunked or len(data) > ONE_SEND_MAX:
+        if self.response_use_chunked or len(data) > self.ONE_SEND_MAX:
             self._sendall(head)
             self._write(data)
         else:
             self._sendall(head + data)
-
-    def log_request(self):
-        """One access-log line per request, only when the server was given a log."""
-        if self.server.log is not None and "101" not in str(self.status):
-            self.server.log.write(self.format_request() + "\n")
 
 
 def make_server(app, url: str, access_log: bool = False) -> pywsgi.WSGIServer:

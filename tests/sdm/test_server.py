@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from sdm.server import ONE_SEND_MAX, listener, make_server, parse_listen
+from sdm.server import NoDelayHandler, listener, make_server, parse_listen
 
 
 @pytest.mark.parametrize("url,expected", [
@@ -43,7 +43,7 @@ def serve(app):
 
 @pytest.mark.parametrize("chunks,length", [
     ([b'{"a":1}\n'], True),                          # short: headers and body in one send
-    ([b"x" * (ONE_SEND_MAX + 10)], True),           # long: two sends
+    ([b"x" * (NoDelayHandler.ONE_SEND_MAX + 10)], True),           # long: two sends
     ([b"first,", b"second"], False),                 # no length: chunked framing
 ])
 def test_answers_arrive_whole_however_they_are_sent(chunks, length):
