@@ -10,8 +10,9 @@ from typing import Dict, List, Optional
 
 from sdm.meters.registry import parse_device_list, parse_slave_id
 
+from .line import PtyLine
 from .meters import VirtualMeter
-from .pacing import open_line
+from .pacing import paced, pacing_for
 from .physics import Physics
 from .server import SlaveLoop
 
@@ -51,7 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
         meters = build_meters(args.device_list, args.seed, no_code)
-        line = open_line(args.link, args.baud, args.parity, args.turnaround_ms / 1000.0)
+        pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
+        line = paced(PtyLine(args.link), pacing)
     except (ValueError, OSError) as err:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2

@@ -17,8 +17,6 @@ from typing import Callable, List, Optional, Tuple
 
 from sdm.transport import Comset, silence_time
 
-from .line import PtyLine
-
 WAKE_INTERVAL = 0.004   # seconds of wire time per write: a few bytes per wake-up at 9600
 
 
@@ -57,7 +55,7 @@ class Pacing:
 
 
 class PacedLine:
-    """A line (PtyLine) whose replies cost real wire time; reads and writes as the line's."""
+    """A line (a PtyLine) whose replies cost real wire time."""
 
     def __init__(self, line, pacing: Pacing, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
@@ -65,10 +63,6 @@ class PacedLine:
         self.pacing = pacing
         self.clock = clock
         self.sleep = sleep
-
-    @property
-    def slave_path(self) -> str:
-        return self.line.slave_path
 
     def read(self, timeout):
         data = self.line.read(timeout)
@@ -87,16 +81,22 @@ class PacedLine:
             self.line.write(data[begin:end])
             begin = end
 
-    def close(self) -> None:
-        self.line.close()
+    def __getattr__(self, name):
+        """Everything else (slave_path, close, ...) is the wrapped line's."""
+        return getattr(self.line, name)
 
 
-def open_line(link: str, baud: Optional[int], parity: str = "N", turnaround: float = 0.0):
-    """The simulator's pty at ``link``, paced at ``baud`` (parity N or E) when one is given."""
+def pacing_for(baud: Optional[int], parity: str = "N", turnaround: float = 0.0) -> Optional[Pacing]:
+    """The line model for --baud, --parity and --turnaround-ms; None to answer at once."""
     if baud is None:
         if turnaround:
             raise ValueError("--turnaround-ms needs --baud")
-        return PtyLine(link)
+        return None
     if baud <= 0 or turnaround < 0:
         raise ValueError("--baud must be positive and --turnaround-ms not negative")
-    return PacedLine(PtyLine(link), Pacing(Comset(baud, parity).char_time, turnaround))
+    return Pacing(Comset(baud, parity).char_time, turnaround)
+
+
+def paced(line, pacing: Optional[Pacing]):
+    """``line`` itself, or wrapped so that its replies cost wire time."""
+    return line if pacing is None else PacedLine(line, pacing)

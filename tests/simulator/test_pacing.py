@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdm.transport import Comset, silence_time
-from simulator.pacing import PacedLine, Pacing, open_line
+from simulator.pacing import PacedLine, Pacing, paced, pacing_for
 
 BAUDS = [1200, 2400, 4800, 9600, 19200, 38400, 115200]
 
@@ -92,16 +92,16 @@ def test_late_wake_ups_do_not_add_up(comset, reply, overshoots):
         assert due - 1e-9 <= written_at <= due + 0.003 + 1e-9   # one overshoot at most, never a sum
 
 
-def test_without_baud_the_line_is_not_paced(tmp_path):
-    line = open_line(str(tmp_path / "tty"), None)
-    try:
-        assert not isinstance(line, PacedLine)
-    finally:
-        line.close()
+def test_without_baud_the_line_is_not_paced():
+    line = RecordingLine(ScriptedClock())
+    assert pacing_for(None) is None
+    assert paced(line, pacing_for(None)) is line
+    wrapped = paced(line, pacing_for(9600, "E", 0.01))
+    assert isinstance(wrapped, PacedLine) and wrapped.writes is line.writes   # the rest is the line's
+    assert wrapped.pacing.char_time == pytest.approx(11 / 9600) and wrapped.pacing.turnaround == 0.01
 
 
 @pytest.mark.parametrize("baud,turnaround", [(None, 0.03), (0, 0.0), (-9600, 0.0), (9600, -0.001)])
-def test_bad_pacing_options_are_refused(tmp_path, baud, turnaround):
+def test_bad_pacing_options_are_refused(baud, turnaround):
     with pytest.raises(ValueError):
-        open_line(str(tmp_path / "tty"), baud, "N", turnaround)
-    assert not (tmp_path / "tty").exists()
+        pacing_for(baud, "N", turnaround)
