@@ -27,13 +27,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
     p.add_argument("--no-meter-code", default="", metavar="ID[,ID...]",
                    help="Eastron meters that do not answer the meter-code register 0xFC02")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     p.add_argument("--baud", type=int, default=None,
                    help="answer at this line rate, as a real RS485 line would (default: at once)")
     p.add_argument("--parity", choices=("N", "E"), default="N",
                    help="N: 10 bits per character (8N1), E: 11 (8E1); with --baud (default: %(default)s)")
     p.add_argument("--turnaround-ms", type=float, default=0.0,
                    help="the meters' own delay before answering, with --baud (default: %(default)s)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     return p
 
 
@@ -50,10 +50,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
         no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
         meters = build_meters(args.device_list, args.seed, no_code)
-        pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
-        line = paced(PtyLine(args.link), pacing)
+        line = PtyLine(args.link)
+        line = paced(line, pacing)
     except (ValueError, OSError) as err:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
