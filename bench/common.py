@@ -21,7 +21,7 @@ from sdm.meters.registry import parse_device_list
 from sdm.plan import Block, wire_time
 from sdm.poller import Poller, PollSettings
 from sdm.transport import Comset, SerialTransport
-from tests.support import Gateway, Simulator, http_request, wait_until
+from tests.support import Gateway, Simulator, http_request
 
 BUS = "sdm630:1,sdm120:2,janitza:26"   # the three-meter bus of the figures
 BAUD = 9600
@@ -134,11 +134,6 @@ def memory_kib(pid: int) -> Dict[str, int]:
 
 def meter_status(port: int) -> Dict[int, dict]:
     return {m["Id"]: m for m in http_request(port, "/status").json()["ConfiguredMeters"]}
-
-
-def wait_for_readings(gw: Gateway, count: int, limit: float) -> None:
-    wait_until(lambda: all(m["CompleteReadings"] >= count for m in meter_status(gw.port).values()),
-               limit, what=f"{count} readings of every meter")
 
 
 def rounded(value: Optional[float], digits: int = 1) -> Optional[float]:

@@ -81,6 +81,8 @@ def run_section(name: str) -> Dict[str, Any]:
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
     module = importlib.import_module(f"bench.{name}")
     figures = module.run()
+    if not isinstance(figures, dict):
+        raise TypeError(f"bench.{name}.run() returned {type(figures).__name__}, not a dict")
     print(f"bench: {name} done in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
     return figures
 
