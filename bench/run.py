@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     names = args.only or section_names()
     results: Dict[str, Any] = {
         "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-        "machine": machine(), "sections": {}, "targets": [], "errors": {}}
+        "machine": machine(), "load average before": os.getloadavg()[0],
+        "sections": {}, "targets": [], "errors": {}}
     for name in names:
         try:
             figures = run_section(name)
@@ -106,7 +107,9 @@ def main(argv=None) -> int:
             continue
         results["sections"][name] = figures
         results["targets"] += [{"section": name, **t} for t in figures.get("targets", [])]
-    lines = [f"Benchmarks of {results['date']} on {results['machine']}", ""]
+    results["load average after"] = os.getloadavg()[0]
+    lines = [f"Benchmarks of {results['date']} on {results['machine']}; load average (1 min) "
+             f"{results['load average before']:.2f} before, {results['load average after']:.2f} after", ""]
     for name, figures in results["sections"].items():
         lines += render(name, figures)
     if results["targets"]:
