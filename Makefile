@@ -20,9 +20,10 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 # Figures of README.md "Benchmarks": a table on stdout, the same as JSON in bench-results.json.
+# BENCH_ARGS="--only reading" or "--skip NAME" runs a part.
 bench: $(STAMP)
 	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python -m bench.run --json bench-results.json
+	$(BIN)/python -m bench.run --json bench-results.json $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sdm simulator tests bench

@@ -63,15 +63,30 @@ def table(rows: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def is_table(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
+
+
+def flat(figures: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested figures as one level: {"a": {"b": 1}} -> {"a.b": 1}; tables are left out."""
+    found: Dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            found.update(flat(value, f"{prefix}{key}."))
+        elif not is_table(value):
+            found[f"{prefix}{key}"] = value
+    return found
+
+
 def render(name: str, figures: Dict[str, Any]) -> List[str]:
     """A section as markdown: loose figures in one two-column table, then each table."""
     lines = [f"### {name}", ""]
-    loose = [{"figure": key, "value": value} for key, value in figures.items()
-             if key != "targets" and not isinstance(value, list)]
+    figures = {key: value for key, value in figures.items() if key != "targets"}
+    loose = [{"figure": key, "value": value} for key, value in flat(figures).items()]
     if loose:
         lines += table(loose) + [""]
     for key, value in figures.items():
-        if key != "targets" and isinstance(value, list):
+        if is_table(value):
             lines += [f"{key}:", ""] + table(value) + [""]
     return lines
 
@@ -92,8 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="bench-results.json", help="where to write the figures (default: %(default)s)")
     p.add_argument("--only", action="append", default=[], metavar="SECTION",
                    help="run only this section; repeatable (sections: " + ", ".join(section_names()) + ")")
+    p.add_argument("--skip", action="append", default=[], metavar="SECTION", help="leave a section out; repeatable")
     args = p.parse_args(argv)
-    names = args.only or section_names()
+    names = [name for name in args.only or section_names() if name not in args.skip]
     results: Dict[str, Any] = {
         "date": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
         "machine": machine(), "load average before": os.getloadavg()[0],
@@ -106,7 +122,8 @@ def main(argv=None) -> int:
             print(f"bench: {name} failed:\n{results['errors'][name]}", file=sys.stderr)
             continue
         results["sections"][name] = figures
-        results["targets"] += [{"section": name, **t} for t in figures.get("targets", [])]
+        if is_table(figures.get("targets")):
+            results["targets"] += [{"section": name, **t} for t in figures["targets"]]
     results["load average after"] = os.getloadavg()[0]
     lines = [f"Benchmarks of {results['date']} on {results['machine']}; load average (1 min) "
              f"{results['load average before']:.2f} before, {results['load average after']:.2f} after", ""]
@@ -119,7 +136,7 @@ def main(argv=None) -> int:
     print("\n".join(lines))
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"figures written to {Path(args.json).resolve()}")
-    missed = [t["target"] for t in results["targets"] if not t["holds"]]
+    missed = [str(t.get("target")) for t in results["targets"] if t.get("holds") is False]
     print(f"targets: {len(results['targets']) - len(missed)} of {len(results['targets'])} hold"
           + "".join(f"\n  missed: {target}" for target in missed))
     return 1 if results["errors"] else 0
