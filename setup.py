@@ -23,6 +23,7 @@ setup(
         "console_scripts": [
             "sdm630_httpd=sdm.cli.httpd:main",
             "sdm_detect=sdm.cli.detect:main",
+            "sdm630_logger=sdm.cli.logger:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",
         ],
