@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 import bottle
 import gevent
@@ -14,6 +15,7 @@ import gevent
 from ..hub import Hub
 from ..status import status
 from .firehose import Firehose
+from .ws import Broadcaster, WsSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,9 @@ def status_ticker(hub: Hub, interval: float = STATUS_INTERVAL) -> None:
             log.exception("status update failed")
 
 
-def mount(app: bottle.Bottle, hub: Hub) -> bottle.Bottle:
-    """Add /firehose to ``app`` and start the status ticker; returns ``app``."""
+def mount(app: bottle.Bottle, hub: Hub, ws_settings: Optional[WsSettings] = None) -> bottle.Bottle:
+    """Add /firehose and /ws to ``app`` and start the status ticker; returns ``app``."""
     Firehose(hub).mount(app)
+    Broadcaster(hub, ws_settings or WsSettings()).mount(app)
     gevent.spawn(status_ticker, hub)
     return app

@@ -7,16 +7,15 @@ an invalid JSON number.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
-from ..hub import MeterUpdate
 from ..measurements import describe
 from ..readings import rfc3339
 
 
-def measured(update: MeterUpdate) -> Iterator[Tuple[str, float]]:
-    """(name, value) of every usable value of an update, in read order."""
-    for name, value in update.values.items():
+def measured(values: Mapping[str, Optional[float]]) -> Iterator[Tuple[str, float]]:
+    """(name, value) of every usable value, in read order."""
+    for name, value in values.items():
         if value is not None:
             yield name, value
 
