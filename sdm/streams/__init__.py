@@ -1,7 +1,5 @@
 """Live outputs fed by the hub: the websocket (/ws), the long-poll firehose
 (/firehose) and the status ticker that publishes /status every second.
-
-:func:`mount` adds both routes to the bottle app and starts what they need.
 """
 
 from __future__ import annotations
@@ -32,9 +30,27 @@ def status_ticker(hub: Hub, interval: float = STATUS_INTERVAL) -> None:
             log.exception("status update failed")
 
 
-def mount(app: bottle.Bottle, hub: Hub, ws_settings: Optional[WsSettings] = None) -> bottle.Bottle:
-    """Add /firehose and /ws to ``app`` and start the status ticker; returns ``app``."""
-    Firehose(hub).mount(app)
-    Broadcaster(hub, ws_settings or WsSettings()).mount(app)
-    gevent.spawn(status_ticker, hub)
-    return app
+class Streams:
+    """The firehose, the websocket broadcaster and the status ticker of one hub."""
+
+    def __init__(self, hub: Hub, ws_settings: Optional[WsSettings] = None,
+                 status_interval: float = STATUS_INTERVAL):
+        self.hub = hub
+        self.firehose = Firehose(hub)
+        self.broadcaster = Broadcaster(hub, ws_settings)
+        self.ticker = gevent.spawn(status_ticker, hub, status_interval)
+
+    def mount(self, app: bottle.Bottle) -> bottle.Bottle:
+        self.firehose.mount(app)
+        self.broadcaster.mount(app)
+        return app
+
+    def stop(self) -> None:
+        self.ticker.kill()
+        self.broadcaster.stop()
+        self.hub.unsubscribe(self.firehose.on_event)
+
+
+def mount(app: bottle.Bottle, hub: Hub) -> bottle.Bottle:
+    """Add /firehose and /ws to ``app`` and start what feeds them; returns ``app``."""
+    return Streams(hub).mount(app)

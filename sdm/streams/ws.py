@@ -180,6 +180,14 @@ class Broadcaster:
     def mount(self, app: bottle.Bottle) -> None:
         app.route("/ws", "GET", self.handle)
 
+    def stop(self) -> None:
+        """Stop broadcasting and cut every client."""
+        self.hub.unsubscribe(self.on_event)
+        self.greenlet.kill()
+        for clients in self.clients.values():
+            for client in list(clients):
+                client.end("server stopping")
+
     # -- fan-out -----------------------------------------------------------------
     def on_event(self, event: object) -> None:
         """Hub subscriber (poller greenlet): queue only, never block."""
