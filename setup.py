@@ -17,7 +17,7 @@ setup(
         "pyserial>=3.5",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff"],
+        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff", "websocket-client>=1.6"],
     },
     entry_points={
         "console_scripts": [
