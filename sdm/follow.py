@@ -130,7 +130,8 @@ class Follower:
         except socket.timeout:
             raise Unreachable(f"{self.url}: no answer within {wait + GRACE:g} s") from None
         except (OSError, http.client.HTTPException) as err:
-            raise Unreachable(f"{self.url}: {getattr(err, 'strerror', None) or err!r}") from None
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise Unreachable(f"{self.url}: {reason}") from None
         finally:
             conn.close()
 
