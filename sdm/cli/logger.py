@@ -115,6 +115,7 @@ class Recorder:
             log.info("%s answers again", self.follower.url)
         self._lost, self._backoff = False, BACKOFF_MIN
         self.pending.extend(samples)
+        log.debug("poll: %d values, %d waiting, since_time %s", len(samples), len(self.pending), self.follower.since)
 
     def store(self) -> bool:
         """Write what is pending in one transaction; on failure keep it for the next try."""
@@ -126,7 +127,8 @@ class Recorder:
         except (sqlite3.Error, OSError) as err:
             log.error("could not store %d values in %s: %s; keeping them", len(self.pending), self.writer.path, err)
             return False
-        log.info("stored %d values (%d in %s)", new, total, self.writer.path)
+        ignored = f"; {self.follower.ignored} events so far were no meter values" if self.follower.ignored else ""
+        log.info("stored %d values (%d in %s)%s", new, total, self.writer.path, ignored)
         self.pending = []
         return True
 

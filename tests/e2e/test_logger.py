@@ -236,4 +236,5 @@ def test_timeouts_and_bad_bodies_never_stop_the_recorder(tmp_path):
     assert "since_time=1714557600203" in fake.queries[-1]
     log = rec.log()
     assert "not a JSON object; retrying until it answers" in log and "answers again" in log
+    assert "3 events so far were no meter values" in log
     assert "Traceback" not in log

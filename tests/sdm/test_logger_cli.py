@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from sdm.cli.logger import main, parse_time
+from sdm.cli.logger import main, parse_time, parser
 from sdm.store import Sample, Writer
 
 T0 = 1_700_000_000_000
@@ -36,6 +36,13 @@ def test_inspect_counts_times_and_measurements_per_device(logfile, capsys):
     assert lines[3].endswith(", 4 measurements: VolLocPhsA, VolLocPhsB, WLocPhsC, TotkWhImport")
     assert lines[4].endswith(", 2 measurements: VolLocPhsA, Freq")
     assert len(lines) == 5
+
+
+def test_verbose_goes_before_or_after_the_command():
+    assert parser().parse_args(["-v", "inspect"]).verbose
+    assert parser().parse_args(["i", "-v"]).verbose
+    assert parser().parse_args(["record", "--verbose"]).verbose
+    assert not parser().parse_args(["export"]).verbose
 
 
 def test_export_has_every_measurement_seen_one_row_per_device_and_read_time(logfile, tmp_path):
