@@ -9,8 +9,9 @@ from tests.support import ROOT, python_cmd
 
 
 def detect(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(python_cmd("sdm.cli.detect", *args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    """sdm_detect with room for a simulator that a loaded machine starves (see tests/sdm/test_detect.py)."""
+    return subprocess.run(python_cmd("sdm.cli.detect", "--turnaround", "150", *args), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_scan_prints_each_meter_and_a_device_list_to_paste(simulator):

@@ -90,11 +90,12 @@ def bus(simulator, gateway):
 def test_recorded_values_are_exactly_what_the_gateway_reported(bus, tmp_path, signum):
     db = tmp_path / "log.db"
     rec = Recorder(f"127.0.0.1:{bus.port}", db, tmp_path / "rec.log", "-s", "60").start()
-    wait_until(lambda: len(replay(bus)) > 1500, 20, what="a few seconds of values")
+    published_before = len(replay(bus))
+    wait_until(lambda: len(replay(bus)) > published_before + 1000, 20, what="a few seconds of values")
     assert rec.totals() == []                      # nothing stored yet: the interval is a minute
     assert rec.finish(signum) == 0, rec.log()
     stored = exported(db)
-    assert len(stored) == rec.totals()[-1] > 1000  # everything held was stored on the signal
+    assert len(stored) == rec.totals()[-1] > 500   # everything held was stored on the signal
     gateway_said = reported(replay(bus))
     assert {key: gateway_said.get(key) for key in stored} == stored
     first, last = min(k[2] for k in stored), max(k[2] for k in stored)

@@ -10,6 +10,9 @@ from sdm.detect import Scanner, device_list, families, parse_ids, plausible_volt
 from sdm.meters.registry import lookup
 from sdm.transport import SerialTransport, comset
 
+# The simulator is a process that a loaded machine may starve for tens of ms;
+# real meters are not.  Detection is tested with room for that, speed in bench/scan.py.
+TURNAROUND = 0.150
 MIXED = "sdm630:1,sdm120:2,sdm220:3,sdm230:4,sdm530:5,sdm630:7,janitza:26,dzg:36"
 # id -> (-d keyword, model proven)
 EXPECTED = {1: ("sdm630", True), 2: ("sdm120", True), 3: ("sdm", False), 4: ("sdm", False),
@@ -78,7 +81,8 @@ def scan_line(simulator):
 def test_every_simulated_meter_is_found_with_its_type_and_nothing_else(scan_line):
     line = scan_line(MIXED, "--no-meter-code", "7", "--garbage-id", "9")
     outcomes = {}
-    found = Scanner(line).scan(range(1, 41), lambda outcome: outcomes.update({outcome.slave: outcome}))
+    ids = [*range(1, 11), 25, 26, 36, 37]
+    found = Scanner(line, TURNAROUND).scan(ids, lambda outcome: outcomes.update({outcome.slave: outcome}))
     assert {m.slave: (m.keyword, m.proven) for m in found} == EXPECTED
     assert [m.slave for m in found] == sorted(EXPECTED)
     for meter in found:
@@ -89,21 +93,22 @@ def test_every_simulated_meter_is_found_with_its_type_and_nothing_else(scan_line
         assert model_name not in outcomes[3].describe()   # never a guessed model
     assert outcomes[9].answered and outcomes[9].found is None
     silent = [slave for slave, o in outcomes.items() if not o.answered]
-    assert silent == [s for s in range(1, 41) if s not in EXPECTED and s != 9]
+    assert silent == [6, 8, 10, 25, 37]
     assert device_list(found) == "sdm630:1,sdm120:2,sdm:3,sdm:4,sdm:5,sdm:7,janitza:26,dzg:36"
 
 
 def test_a_silent_id_costs_exactly_one_request(scan_line):
     line = scan_line("sdm630:1,janitza:26")
-    Scanner(line).scan(range(1, 31))
-    assert all(line.requests[slave] == 1 for slave in range(2, 31) if slave != 26)
+    Scanner(line, TURNAROUND).scan([*range(1, 9), 26])
+    assert all(line.requests[slave] == 1 for slave in range(2, 9))
     assert line.requests[1] == 2    # meter code, then the L1 voltage that proves it
+    assert line.requests[26] == 3   # meter code (refused), Eastron voltage (refused), Janitza voltage
 
 
 def test_a_device_answering_garbage_is_never_a_meter(scan_line):
     line = scan_line("sdm630:1", "--garbage-id", "2,3,4,5,6")
     outcomes = []
-    found = Scanner(line).scan(range(1, 7), outcomes.append)
+    found = Scanner(line, TURNAROUND).scan(range(1, 7), outcomes.append)
     assert [m.slave for m in found] == [1]
     assert all(o.answered and o.found is None and o.detail for o in outcomes[1:])
 
@@ -111,9 +116,9 @@ def test_a_device_answering_garbage_is_never_a_meter(scan_line):
 def test_a_silent_bus_finds_nothing(scan_line):
     line = scan_line("sdm630:200")
     outcomes = []
-    assert Scanner(line).scan(range(1, 21), outcomes.append) == []
+    assert Scanner(line, TURNAROUND).scan(range(1, 9), outcomes.append) == []
     assert not any(o.answered for o in outcomes)
-    assert all(line.requests[slave] == 1 for slave in range(1, 21))
+    assert all(line.requests[slave] == 1 for slave in range(1, 9))
 
 
 class ScriptedLine:
