@@ -33,7 +33,7 @@ from .ha_discovery import OFFLINE, ONLINE, DiscoverySettings, config_filter, enc
 from .hub import AVAILABLE, AvailabilityUpdate, Hub, MeterState, MeterUpdate
 from .measurements import describe
 from .readings import dumps, readings
-from .topics import Topics, check_base, topic_safe
+from .topics import Topics, check_base
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +202,8 @@ class MqttPublisher:
         if settings.ha_prefix:
             self.discovery = DiscoverySettings(settings.ha_prefix, settings.client_id, self.topics)
             self.configs = encoded_configs([m.config for m in hub.meters.values()], self.discovery)
-        self._check_topics()
         self.client = self._make_client()
         self._worker: Optional[gevent.Greenlet] = None
-
-    def _check_topics(self) -> None:
-        seen: Dict[str, str] = {}
-        for meter in self.hub.meters.values():
-            level = topic_safe(meter.config.unique_id)
-            if level in seen:
-                raise ValueError(f"meters {seen[level]!r} and {meter.config.unique_id!r} "
-                                 f"would share the MQTT topic {self.settings.base}/{level}")
-            seen[level] = meter.config.unique_id
 
     def _make_client(self) -> paho.Client:
         s = self.settings

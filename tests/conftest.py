@@ -52,8 +52,8 @@ def broker(mosquitto_bin, tmp_path):
     from tests.mqtt_support import Broker
     started = []
 
-    def make(start: bool = True, extra_config: str = "") -> Broker:
-        found = Broker(mosquitto_bin, tmp_path, extra_config)
+    def make(start: bool = True, tls=None) -> Broker:
+        found = Broker(mosquitto_bin, tmp_path, tls)
         started.append(found)
         return found.start() if start else found
 

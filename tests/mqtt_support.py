@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Tuple
 
 import paho.mqtt.client as paho
 
@@ -48,13 +49,19 @@ def install_mosquitto() -> str:
 class Broker(Process):
     """mosquitto with a config of our own: loopback only, anonymous, nothing kept on disk."""
 
-    def __init__(self, binary: str, workdir: Path, extra_config: str = ""):
+    def __init__(self, binary: str, workdir: Path, tls: Optional[Tuple[Path, Path]] = None):
+        """``tls``: (certificate, key) files for a second, TLS listener on ``tls_port``."""
         self.port = free_port()
         self.host = "127.0.0.1"
+        self.tls_port = free_port() if tls else None
         conf = Path(workdir) / f"mosquitto-{self.port}.conf"
-        conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
-                        f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n{extra_config}")
-        os.chmod(conf, 0o644)
+        # "user": stay who we are (as root it would switch to "mosquitto", who cannot read our tmp files)
+        text = (f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+                f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+                f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n")
+        if tls:
+            text += f"listener {self.tls_port} {self.host}\ncertfile {tls[0]}\nkeyfile {tls[1]}\n"
+        conf.write_text(text)
         super().__init__([binary, "-c", str(conf)], Path(workdir) / f"mosquitto-{self.port}.log")
 
     @property
