@@ -49,7 +49,7 @@ def install_mosquitto() -> str:
 class Broker(Process):
     """mosquitto with a config of our own: loopback only, anonymous, nothing kept on disk."""
 
-    def __init__(self, binary: str, workdir: Path, tls: Optional[Tuple[Path, Path]] = None):
+    def __init__(self, binary: str, workdir: Path, tls: Optional[Tuple[Path, Path]] = None, extra_config: str = ""):
         """``tls``: (certificate, key) files for a second, TLS listener on ``tls_port``."""
         self.port = free_port()
         self.host = "127.0.0.1"
@@ -61,7 +61,7 @@ class Broker(Process):
                 f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n")
         if tls:
             text += f"listener {self.tls_port} {self.host}\ncertfile {tls[0]}\nkeyfile {tls[1]}\n"
-        conf.write_text(text)
+        conf.write_text(text + extra_config)
         super().__init__([binary, "-c", str(conf)], Path(workdir) / f"mosquitto-{self.port}.log")
 
     @property
