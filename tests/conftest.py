@@ -52,8 +52,8 @@ def broker(mosquitto_bin, tmp_path):
     from tests.mqtt_support import Broker
     started = []
 
-    def make(start: bool = True, tls=None) -> Broker:
-        found = Broker(mosquitto_bin, tmp_path, tls)
+    def make(start: bool = True, tls=None, extra_config: str = "") -> Broker:
+        found = Broker(mosquitto_bin, tmp_path, tls, extra_config)
         started.append(found)
         return found.start() if start else found
 
@@ -68,8 +68,8 @@ def mqtt_subscriber():
     from tests.mqtt_support import Subscriber
     opened = []
 
-    def make(port: int, topics=("#",)) -> Subscriber:
-        opened.append(Subscriber(port, topics))
+    def make(port: int, topics=("#",), login=None) -> Subscriber:
+        opened.append(Subscriber(port, topics, login=login))
         return opened[-1]
 
     yield make

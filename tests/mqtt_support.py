@@ -56,8 +56,9 @@ class Broker(Process):
         self.tls_port = free_port() if tls else None
         conf = Path(workdir) / f"mosquitto-{self.port}.conf"
         # "user": stay who we are (as root it would switch to "mosquitto", who cannot read our tmp files)
+        anonymous = "false" if "password_file" in extra_config else "true"
         text = (f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-                f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n"
+                f"listener {self.port} {self.host}\nallow_anonymous {anonymous}\npersistence false\n"
                 f"log_dest stdout\nlog_type error\nlog_type warning\nlog_type notice\n")
         if tls:
             text += f"listener {self.tls_port} {self.host}\ncertfile {tls[0]}\nkeyfile {tls[1]}\n"
@@ -97,13 +98,16 @@ class Received:
 class Subscriber:
     """A paho client that records every message on its subscriptions."""
 
-    def __init__(self, port: int, topics: Iterable[str] = ("#",), host: str = "127.0.0.1"):
+    def __init__(self, port: int, topics: Iterable[str] = ("#",), host: str = "127.0.0.1",
+                 login: Optional[Tuple[str, str]] = None):
         self.messages: List[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}")
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self._subscribed.set()
+        if login:
+            self.client.username_pw_set(*login)
         self.client.connect(host, port)
         self.client.subscribe([(topic, 0) for topic in topics])
         self.client.loop_start()

@@ -139,7 +139,7 @@ def test_two_gateways_on_one_broker_do_not_collide(simulator, gateway, broker, m
     b = broker()
     sub = mqtt_subscriber(b.port)
     gw_a = mqtt_gateway(gateway, simulator, b, "-i", "house", "-t", "house", "--ha-discovery", devices="sdm630:1")
-    gw_b = mqtt_gateway(gateway, simulator, b, "-i", "garage", "-t", "garage", "--ha-discovery",
+    gw_b = mqtt_gateway(gateway, simulator, b, "-i", "garage", "-t", "garage", "--ha-discovery", "-q", "1",
                         devices="sdm630:1", sim_args=("--seed", "8"))
     for site, gw in (("house", gw_a), ("garage", gw_b)):
         state = json.loads(sub.wait_for(f"{site}/Instrument1/state").payload)
@@ -225,3 +225,20 @@ def test_tls_broker_with_ca_file(simulator, gateway, broker, mqtt_subscriber, tm
     sim = simulator("sdm630:1")
     gateway(sim.link, "sdm630:1", "-b", f"ssl://127.0.0.1:{b.tls_port}", "--mqtt-ca", str(cert))
     sub.wait_for("sdm630/Instrument1/state")
+
+
+def test_login_with_the_password_from_the_environment(simulator, gateway, broker, mqtt_subscriber, tmp_path,
+                                                      monkeypatch):
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "meter", "s3cret"], check=True)
+    b = broker(extra_config=f"password_file {passwords}\n")
+    sub = mqtt_subscriber(b.port, ["sdm630/+/state"], login=("meter", "s3cret"))
+    sim = simulator("sdm630:1")
+    wrong = gateway(sim.link, "sdm630:1", "-b", b.url, "--user", "meter", "--password", "wrong", *FAST_BACKOFF)
+    wait_until(lambda: "refused" in wrong.log(), 10, what="the broker to refuse a wrong password")
+    assert mqtt_status(wrong)["Connected"] is False and wrong.get("/last/1").status == 200
+    wrong.stop()
+    monkeypatch.setenv("SDM_MQTT_PASSWORD", "s3cret")
+    gateway(sim.link, "sdm630:1", "-b", b.url, "--user", "meter")
+    sub.wait_for("sdm630/Instrument1/state")
+    assert wrong.log().count("refused") == 1

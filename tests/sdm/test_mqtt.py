@@ -1,6 +1,9 @@
 """The MQTT output's pure parts: broker URLs, flags, topic names, the energy counter guard."""
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -96,3 +99,10 @@ def test_counter_guard_keeps_meters_apart():
     guard.apply(1, {"TotkWhExport": 500.0})
     assert guard.apply(2, {"TotkWhExport": 10.0}) == {"TotkWhExport": 10.0}
     assert guard.apply(1, {"TotkWhExport": 10.0}) == {"TotkWhExport": 500.0}
+
+
+def test_the_sdm630_alias_of_old_systemd_units_runs_the_daemon():
+    done = subprocess.run([str(Path(sys.executable).parent / "sdm630"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "--broker" in done.stdout and "--serialadapter" in done.stdout
