@@ -48,15 +48,17 @@ def test_state_json_equals_last(simulator, gateway, broker, mqtt_subscriber):
 
 def test_per_value_topics_carry_exactly_the_model_values(simulator, gateway, broker, mqtt_subscriber):
     b = broker()
-    sub = mqtt_subscriber(b.port, ["sdm630/Instrument2/#"])
-    mqtt_gateway(gateway, simulator, b, "--mqtt-per-value")
+    sub = mqtt_subscriber(b.port, ["sdm630/#"])
+    mqtt_gateway(gateway, simulator, b, "--mqtt-per-value", "-f", "Meter #%d")   # the v0.7 default, made topic-safe
     names = lookup("sdm120").names
     for name in names:
-        message = sub.wait_for(f"sdm630/Instrument2/{name}")
+        message = sub.wait_for(f"sdm630/Meter_2/{name}")
         assert re.fullmatch(r"-?\d+\.\d{3}", message.text()), (name, message.payload)
-    assert 200 < float(sub.last("sdm630/Instrument2/VolLocPhsA").text()) < 260
-    value_topics = {m.topic for m in sub.messages} - {f"sdm630/Instrument2/{t}" for t in ("state", "availability")}
-    assert value_topics == {f"sdm630/Instrument2/{name}" for name in names}
+    assert 200 < float(sub.last("sdm630/Meter_2/VolLocPhsA").text()) < 260
+    assert json.loads(sub.wait_for("sdm630/Meter_2/state").payload)["UniqueId"] == "Meter #2"
+    meter_topics = {m.topic for m in sub.messages if m.topic.startswith("sdm630/Meter_2/")}
+    assert meter_topics - {"sdm630/Meter_2/state", "sdm630/Meter_2/availability"} == \
+        {f"sdm630/Meter_2/{name}" for name in names}
 
 
 def test_status_and_availability_are_retained_and_the_will_follows_kill_9(
