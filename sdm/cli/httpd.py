@@ -15,7 +15,7 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..api import make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
-from ..meters.registry import parse_device_list  # noqa: E402
+from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
@@ -52,7 +52,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse_pauses(items: List[str]) -> Dict[str, float]:
-    from ..meters.registry import lookup
     pauses = {}
     for item in items:
         keyword, sep, ms = item.partition("=")
@@ -94,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
 
     def shutdown():
+        if server.closed:
+            return
         log.info("stopping")
         poller.stop()
         if mqtt:
