@@ -334,11 +334,15 @@ class MqttPublisher:
                 if not self._room():
                     gevent.sleep(0.01)
                     continue
-                if self._resync:
-                    self._resync = False
-                    self._announce()
-                else:
-                    self._send(self.queue.popleft())
+                try:
+                    if self._resync:
+                        self._resync = False
+                        self._announce()
+                    else:
+                        self._send(self.queue.popleft())
+                except Exception:   # one bad message must not end MQTT for the gateway's lifetime
+                    log.exception("mqtt: publishing failed; going on with the next update")
+                    self.counters["Dropped"] += 1
             gevent.sleep(0)
 
     def _room(self) -> bool:
