@@ -15,13 +15,18 @@ setup(
         "gevent-websocket>=0.10",
         "umodbus>=1.0.4",
         "pyserial>=3.5",
+        "paho-mqtt>=2.0,<3",
+        "prometheus-client>=0.17",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff"],
+        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff", "websocket-client>=1.6"],
     },
     entry_points={
         "console_scripts": [
             "sdm630_httpd=sdm.cli.httpd:main",
+            "sdm630=sdm.cli.httpd:main",
+            "sdm_detect=sdm.cli.detect:main",
+            "sdm630_logger=sdm.cli.logger:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",
         ],

@@ -19,9 +19,11 @@ from .. import __version__  # noqa: E402
 from ..api import fast_last, make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
+from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
 from ..server import make_server  # noqa: E402
+from ..streams import mount as mount_streams  # noqa: E402
 from ..transport import SerialTransport, comset  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
@@ -57,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
                    help="read energy counters, THD and frequency only every SECONDS (default "
                         f"{DEFAULT_SLOW_INTERVAL:g}), power, voltage, current and power factor every cycle; "
                         "for meter ID or every meter; repeatable (default: everything every cycle)")
+    add_mqtt_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -86,7 +89,7 @@ def build(args: argparse.Namespace):
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
                             schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    server = make_server(fast_last(hub, make_app(hub)), args.url, access_log=args.verbose)
+    server = make_server(fast_last(hub, mount_streams(make_app(hub), hub)), args.url, access_log=args.verbose)
     return hub, poller, server
 
 
@@ -95,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(args.verbose)
     try:
         hub, poller, server = build(args)
+        mqtt = start_mqtt(hub, args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -107,6 +111,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return
         log.info("stopping")
         poller.stop()
+        if mqtt:
+            mqtt.stop()
         server.stop(timeout=1)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)
