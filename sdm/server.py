@@ -81,7 +81,7 @@ class NoDelayHandler(WebSocketHandler):
         self.finalize_headers()
         head = b"".join([b"HTTP/1.1 ", self.status, b"\r\n",
                          *(name + b": " + value + b"\r\n" for name, value in self.response_headers), b"\r\n"])
-        if self.response_use_chunked or len(data) > self.ONE_SEND_MAX:
+        if self.response_use_chunked or not data or len(data) > self.ONE_SEND_MAX:   # ('' on a 101)
             self._sendall(head)
             self._write(data)
         else:
