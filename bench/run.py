@@ -3,8 +3,9 @@
 Sections are the modules of this folder that define ``run() -> dict``: ours
 first (reading, bus, http_load), then any other in name order, so a new
 figure plugs in by adding a module.  A section's dict holds figures (name ->
-value), tables (name -> list of row dicts) and optionally "targets": rows of
-{"target", "figure", "holds"}, gathered into one table at the end.
+value), tables (name -> list of row dicts), both possibly nested in dicts,
+and optionally "targets": rows of {"target", "figure", "holds"} (a nested dict
+with "target" and "holds" counts as one too), gathered into one table at the end.
 """
 
 from gevent import monkey
@@ -22,7 +23,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Dict, List  # noqa: E402
+from typing import Any, Dict, List, Tuple  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIRST = ["reading", "bus", "http_load"]
@@ -79,6 +80,28 @@ def flat(figures: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return found
 
 
+def tables(figures: Dict[str, Any], prefix: str = "") -> List[Tuple[str, List[Dict[str, Any]]]]:
+    """Every table among the figures, nested ones too, with its dotted name."""
+    found = []
+    for key, value in figures.items():
+        if is_table(value):
+            found.append((f"{prefix}{key}", value))
+        elif isinstance(value, dict):
+            found += tables(value, f"{prefix}{key}.")
+    return found
+
+
+def targets(figures: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The "targets" rows, and any nested dict that states a "target" and whether it "holds"."""
+    found = list(figures["targets"]) if is_table(figures.get("targets")) else []
+    if "target" in figures and "holds" in figures:
+        found.append({"target": figures["target"], "figure": figures.get("figure"), "holds": figures["holds"]})
+    for value in figures.values():
+        if isinstance(value, dict):
+            found += targets(value)
+    return found
+
+
 def render(name: str, figures: Dict[str, Any]) -> List[str]:
     """A section as markdown: loose figures in one two-column table, then each table."""
     lines = [f"### {name}", ""]
@@ -86,9 +109,8 @@ def render(name: str, figures: Dict[str, Any]) -> List[str]:
     loose = [{"figure": key, "value": value} for key, value in flat(figures).items()]
     if loose:
         lines += table(loose) + [""]
-    for key, value in figures.items():
-        if is_table(value):
-            lines += [f"{key}:", ""] + table(value) + [""]
+    for key, rows in tables(figures):
+        lines += [f"{key}:", ""] + table(rows) + [""]
     return lines
 
 
@@ -123,8 +145,7 @@ def main(argv=None) -> int:
             print(f"bench: {name} failed:\n{results['errors'][name]}", file=sys.stderr)
             continue
         results["sections"][name] = figures
-        if is_table(figures.get("targets")):
-            results["targets"] += [{"section": name, **t} for t in figures["targets"]]
+        results["targets"] += [{"section": name, **t} for t in targets(figures)]
     results["load average after"] = os.getloadavg()[0]
     lines = [f"Benchmarks of {results['date']} on {results['machine']}; load average (1 min) "
              f"{results['load average before']:.2f} before, {results['load average after']:.2f} after", ""]
