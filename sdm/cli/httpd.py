@@ -16,15 +16,12 @@ from typing import Dict, List, Optional  # noqa: E402
 import gevent  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..api import fast_last, make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
-from ..server import make_server  # noqa: E402
-from ..streams import mount as mount_streams  # noqa: E402
-from ..transport import SerialTransport, comset  # noqa: E402
+from ..transport import SerialTransport, comset, silence_time  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -78,7 +75,7 @@ def parse_pauses(items: List[str]) -> Dict[str, float]:
 
 
 def build(args: argparse.Namespace):
-    """Hub, poller and HTTP server from parsed arguments (ValueError for bad ones)."""
+    """Hub and poller from parsed arguments (ValueError for bad ones)."""
     devices = parse_device_list(args.device_list)
     if "%d" not in args.unique_id_format:
         raise ValueError("--unique_id_format must contain %d")
@@ -89,22 +86,42 @@ def build(args: argparse.Namespace):
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
                             schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    server = make_server(fast_last(hub, mount_streams(make_app(hub), hub)), args.url, access_log=args.verbose)
-    return hub, poller, server
+    return hub, poller
+
+
+def build_http(args: argparse.Namespace, hub: Hub):
+    """The HTTP server on the hub (ValueError or OSError for a bad or busy --url).
+
+    Its modules are imported here rather than at the top: main() calls this once
+    the poller has sent its first request, so that bottle, prometheus_client and
+    the rest load while that request is on the wire (the first value is there
+    sooner after a start).
+    """
+    from ..api import fast_last, make_app
+    from ..server import make_server
+    from ..streams import mount as mount_streams
+    return make_server(fast_last(hub, mount_streams(make_app(hub), hub)), args.url, access_log=args.verbose)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        hub, poller, server = build(args)
-        mqtt = start_mqtt(hub, args)
+        hub, poller = build(args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
     for model in {m.config.model.key: m.config.model for m in hub.meters.values()}.values():
         log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))
     poll = gevent.spawn(poller.run)
+    gevent.sleep(silence_time(poller.transport.char_time) + 0.002)   # its first request goes out meanwhile
+    try:
+        server = build_http(args, hub)
+        mqtt = start_mqtt(hub, args)
+    except (ValueError, OSError) as err:
+        poll.kill()
+        print(f"sdm630_httpd: {err}", file=sys.stderr)
+        return 2
 
     def shutdown():
         if server.closed:
