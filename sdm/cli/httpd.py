@@ -108,6 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(args.verbose)
     try:
         hub, poller = build(args)
+        mqtt = start_mqtt(hub, args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -117,9 +118,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     gevent.sleep(silence_time(poller.transport.char_time) + 0.002)   # its first request goes out meanwhile
     try:
         server = build_http(args, hub)
-        mqtt = start_mqtt(hub, args)
     except (ValueError, OSError) as err:
         poll.kill()
+        if mqtt:
+            mqtt.stop()
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
 

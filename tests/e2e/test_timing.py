@@ -1,5 +1,7 @@
-"""End to end: a paced simulator, and the gateway's poll interval and slow set (no wall-time asserts)."""
+"""End to end: a paced simulator, the gateway's poll interval and slow set (no wall-time asserts),
+and start-up errors."""
 
+import socket
 import subprocess
 import time
 
@@ -44,13 +46,20 @@ def test_interval_holds_one_meter_back_and_slow_set_keeps_values(simulator, gate
 @pytest.mark.parametrize("module,args,message", [
     ("sdm.cli.httpd", ["-d", "sdm:1", "--interval", "9=1"], "meter id 9"),
     ("sdm.cli.httpd", ["-d", "sdm:1", "--slow", "1=soon"], "not a number of seconds"),
+    ("sdm.cli.httpd", ["-d", "sdm:1", "-u", "127.0.0.1"], "has no port"),
+    ("sdm.cli.httpd", ["-d", "sdm:1", "-u", "BUSY"], "in use"),
     ("simulator", ["--turnaround-ms", "5"], "--turnaround-ms needs --baud"),
     ("simulator", ["--baud", "0"], "--baud must be positive"),
 ])
-def test_bad_timing_options_exit_with_a_message(tmp_path, module, args, message):
+def test_bad_options_exit_with_a_message(tmp_path, module, args, message):
+    """Timing flags, and the HTTP side that is set up after polling has started."""
     extra = ["--link", str(tmp_path / "tty")] if module == "simulator" else ["-s", str(tmp_path / "tty")]
-    done = subprocess.run(python_cmd(module, *extra, *args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        args = [f"127.0.0.1:{busy.getsockname()[1]}" if arg == "BUSY" else arg for arg in args]
+        done = subprocess.run(python_cmd(module, *extra, *args), cwd=ROOT, capture_output=True, text=True,
+                              timeout=30)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
