@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import time
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -70,7 +71,7 @@ class SerialTransport:
         self.char_time = settings.char_time
         self._port: Optional[serial.Serial] = None
         self._fd = -1
-        self._quiet_since = 0.0
+        self._quiet_since = 0.0   # when the line last carried a byte, ours or a meter's
 
     @property
     def is_open(self) -> bool:
@@ -100,7 +101,8 @@ class SerialTransport:
         self._require_open()
         try:
             self._port.reset_input_buffer()
-        except (serial.SerialException, OSError, TypeError) as err:
+        except (serial.SerialException, OSError, TypeError, termios.error) as err:
+            # termios.error is not an OSError: an unplugged adapter raises it here
             raise TransportError(f"{self.path}: {err}") from err
 
     def write(self, data: bytes) -> None:
@@ -110,9 +112,11 @@ class SerialTransport:
         if wait > 0:
             time.sleep(wait)
         try:
-            os.write(self._fd, data)
+            written = os.write(self._fd, data)
         except OSError as err:
             raise TransportError(f"{self.path}: write failed: {err}") from err
+        if written != len(data):
+            raise TransportError(f"{self.path}: only {written} of {len(data)} bytes written")
         self._quiet_since = time.monotonic() + len(data) * self.char_time
 
     def read(self, size: int, deadline: float) -> bytes:
@@ -128,12 +132,14 @@ class SerialTransport:
                 if not ready:
                     break
                 chunk = os.read(self._fd, size - len(buf))
+            except (BlockingIOError, InterruptedError):
+                continue   # a spurious wake-up, not a failing adapter
             except (OSError, ValueError) as err:
                 raise TransportError(f"{self.path}: read failed: {err}") from err
             if not chunk:
                 raise TransportError(f"{self.path}: adapter gone (end of file)")
             buf += chunk
-        self._quiet_since = time.monotonic()
+            self._quiet_since = time.monotonic()
         return bytes(buf)
 
     def settle(self, quiet: float, limit: float) -> None:

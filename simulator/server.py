@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from typing import Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -67,12 +67,17 @@ def answer(meters: Dict[int, VirtualMeter], request: bytes) -> Optional[bytes]:
         return exception_reply(slave, fc, exc.code)
 
 
-class SlaveLoop:
-    """Serves the virtual meters on one line until stopped."""
+# (request, correct reply or None, now) -> the bytes actually put on the line
+Disturb = Callable[[bytes, Optional[bytes], float], bytes]
 
-    def __init__(self, line, meters: Dict[int, VirtualMeter]):
+
+class SlaveLoop:
+    """Serves the virtual meters on one line until stopped; ``disturb`` injects faults."""
+
+    def __init__(self, line, meters: Dict[int, VirtualMeter], disturb: Optional[Disturb] = None):
         self.line = line
         self.meters = meters
+        self.disturb = disturb
         self.finder = FrameFinder()
         self.running = True
         self.served = 0
@@ -86,6 +91,8 @@ class SlaveLoop:
     def handle(self, data: bytes, now: float) -> None:
         for request in self.finder.feed(data, now):
             reply = answer(self.meters, request)
+            if self.disturb is not None:
+                reply = self.disturb(request, reply, now) or None
             log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
             if reply is not None:
                 self.line.write(reply)

@@ -23,6 +23,8 @@ from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
 
+STOP_GRACE = 0.5   # seconds open HTTP connections get to finish on SIGTERM/SIGINT (exit within 2 s)
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdm630_httpd", description=__doc__)
@@ -91,9 +93,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
 
     def shutdown():
+        """Stop polling (the kill ends a read or a back-off sleep and closes the port), then HTTP."""
         log.info("stopping")
         poller.stop()
-        server.stop(timeout=1)
+        poll.kill(block=False)
+        server.stop(timeout=STOP_GRACE)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)
