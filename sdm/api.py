@@ -64,7 +64,8 @@ def _error_body(error: bottle.HTTPError) -> bytes:
 
 
 def make_app(hub: Hub) -> bottle.Bottle:
-    app = bottle.Bottle(catchall=True, autojson=False)
+    app = bottle.Bottle(catchall=True)
+    app.config["json.enable"] = False
     app.default_error_handler = _error_body
 
     def meter(id_text: str, require_available: bool = True) -> MeterState:

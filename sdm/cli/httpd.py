@@ -15,7 +15,7 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..api import make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
-from ..meters.registry import parse_device_list  # noqa: E402
+from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
 from ..transport import SerialTransport, comset  # noqa: E402
@@ -52,7 +52,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse_pauses(items: List[str]) -> Dict[str, float]:
-    from ..meters.registry import lookup
     pauses = {}
     for item in items:
         keyword, sep, ms = item.partition("=")
@@ -94,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def shutdown():
         """Stop polling (the kill ends a read or a back-off sleep and closes the port), then HTTP."""
+        if server.closed:
+            return
         log.info("stopping")
         poller.stop()
         poll.kill(block=False)
