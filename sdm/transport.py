@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional
 
 import serial
+from gevent import monkey
 
 
 class TransportError(Exception):
@@ -60,6 +61,15 @@ def comset(number: int) -> Comset:
 def silence_time(char_time: float) -> float:
     """MODBUS inter-frame silence: 3.5 characters, at least 1.75 ms above 19200 baud."""
     return max(3.5 * char_time, 0.00175)
+
+
+_select_now = monkey.get_original("select", "select")
+
+
+def ready_now(fd: int) -> bool:
+    """Readable (data or a hang-up) at this instant.  gevent's select can miss the
+    hang-up of an unplugged adapter once; the plain system call, not waiting, cannot."""
+    return bool(_select_now([fd], [], [], 0)[0])
 
 
 class SerialTransport:
@@ -125,11 +135,10 @@ class SerialTransport:
         buf = bytearray()
         while len(buf) < size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                ready, _, _ = select.select([self._fd], [], [], remaining)
-                if not ready:
+                if remaining > 0:
+                    ready = select.select([self._fd], [], [], remaining)[0]
+                if (remaining <= 0 or not ready) and not ready_now(self._fd):
                     break
                 chunk = os.read(self._fd, size - len(buf))
             except (BlockingIOError, InterruptedError):

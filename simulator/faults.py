@@ -52,6 +52,13 @@ COLLISION = "collision"       # the request whose answer a held-back late reply 
 NO_METER = "no_meter"         # addressed to an id no virtual meter has: silence, as on a real bus
 REFUSED = "refused"           # the meter itself answered with an exception (e.g. unknown address)
 
+# The error kind (sdm.rtu) each outcome must give on the gateway; None: a good reply.
+GATEWAY_KIND: Dict[str, Optional[str]] = {
+    OK: None, "crc": "crc", "silent": "timeout", "late": "timeout", "truncated": "short",
+    "garbage": "malformed", "exception": "exception", "wrong_id": "malformed",
+    COLLISION: "malformed", OFFLINE: "timeout", NO_METER: "timeout", REFUSED: "exception",
+}
+
 SLAVE_DEVICE_FAILURE = 4
 SLAVE_DEVICE_BUSY = 6
 

@@ -138,3 +138,34 @@ class Gateway(Process):
     def _all_read(self) -> bool:
         meters = self.get("/status").json()["ConfiguredMeters"]
         return all(m["CompleteReadings"] > 0 for m in meters)
+
+
+class ServedValues:
+    """The clean replies of a simulator's served log (simulator/faults.py), to check published values."""
+
+    def __init__(self, records: List[Dict[str, Any]]):
+        from simulator.faults import OK
+        self._replies: Dict[tuple, List[Dict[str, Any]]] = {}
+        for record in records:
+            if record.get("outcome") == OK:
+                for item in record.get("values", {}).items():
+                    self._replies.setdefault((record["slave"], *item), []).append(record["values"])
+
+    def served(self, slave: int, values: Dict[str, Any]) -> bool:
+        """True when one clean reply to ``slave`` carried every one of ``values``."""
+        if not values:
+            return True
+        candidates = self._replies.get((slave, *next(iter(values.items()))), [])
+        return any(all(name in reply and reply[name] == value for name, value in values.items())
+                   for reply in candidates)
+
+
+def expected_errors(records: List[Dict[str, Any]], slave: Optional[int] = None) -> Dict[str, int]:
+    """The gateway error counts, by kind, that a served log's outcomes stand for."""
+    from simulator.faults import GATEWAY_KIND
+    counts: Dict[str, int] = {}
+    for record in records:
+        kind = GATEWAY_KIND.get(record.get("outcome"))
+        if kind and (slave is None or record["slave"] == slave):
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
