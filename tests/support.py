@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sdm.readings import LAYOUT
+from simulator.faults import GATEWAY_KIND, OK
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -140,11 +143,27 @@ class Gateway(Process):
         return all(m["CompleteReadings"] > 0 for m in meters)
 
 
+def reading_values(reading: Dict[str, Any]) -> Dict[str, Any]:
+    """A Readings JSON object back to {measurement: value} for the values it has (not null)."""
+    values: Dict[str, Any] = {}
+
+    def walk(spec, obj):
+        if isinstance(spec, str):
+            if obj is not None:
+                values[spec] = obj
+        else:
+            for key, inner in spec.items():
+                walk(inner, obj[key])
+
+    for key, spec in LAYOUT:
+        walk(spec, reading[key])
+    return values
+
+
 class ServedValues:
     """The clean replies of a simulator's served log (simulator/faults.py), to check published values."""
 
     def __init__(self, records: List[Dict[str, Any]]):
-        from simulator.faults import OK
         self._replies: Dict[tuple, List[Dict[str, Any]]] = {}
         for record in records:
             if record.get("outcome") == OK:
@@ -162,7 +181,6 @@ class ServedValues:
 
 def expected_errors(records: List[Dict[str, Any]], slave: Optional[int] = None) -> Dict[str, int]:
     """The gateway error counts, by kind, that a served log's outcomes stand for."""
-    from simulator.faults import GATEWAY_KIND
     counts: Dict[str, int] = {}
     for record in records:
         kind = GATEWAY_KIND.get(record.get("outcome"))
