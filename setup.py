@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sdm630_httpd=sdm.cli.httpd:main",
+            "sdm630_monitor=sdm.cli.monitor:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",
         ],
