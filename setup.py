@@ -17,11 +17,12 @@ setup(
         "pyserial>=3.5",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff"],
+        "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff", "websocket-client>=1.6"],
     },
     entry_points={
         "console_scripts": [
             "sdm630_httpd=sdm.cli.httpd:main",
+            "sdm630_monitor=sdm.cli.monitor:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",
         ],

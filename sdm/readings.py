@@ -92,9 +92,14 @@ def readings(unique_id: str, device_id: int, timestamp: float,
     return obj
 
 
+def compact(obj: Any) -> bytes:
+    """Compact JSON, as Go's json.Marshal writes it; NaN is refused, never sent."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
 def dumps(obj: Any) -> bytes:
     """Compact JSON with a closing newline, as Go's json.Encoder writes it."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return compact(obj) + b"\n"
 
 
 def layout_names(spec: Spec = None) -> List[str]:

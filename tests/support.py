@@ -130,6 +130,16 @@ class Gateway(Process):
             wait_until(self._all_read, 15, what="a first reading of every meter")
         return self
 
+    def kill(self) -> None:
+        """End at once (SIGKILL), as a crash or a pulled plug would."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, wait_values: bool = True) -> Gateway:
+        """Start again on the same port after :meth:`kill` or :meth:`stop`."""
+        self.stop()
+        return self.start(wait_values)
+
     def _answers(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")

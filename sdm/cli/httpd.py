@@ -18,6 +18,7 @@ from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
+from ..streams import mount as mount_streams  # noqa: E402
 from ..transport import SerialTransport, comset  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
@@ -75,7 +76,7 @@ def build(args: argparse.Namespace):
     settings = PollSettings(timeout=args.timeout, retries=args.retries, max_failures=args.max_failures,
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    server = make_server(make_app(hub), args.url, access_log=args.verbose)
+    server = make_server(mount_streams(make_app(hub), hub), args.url, access_log=args.verbose)
     return hub, poller, server
 
 

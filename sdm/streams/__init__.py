@@ -1,0 +1,56 @@
+"""Live outputs fed by the hub: the websocket (/ws), the long-poll firehose
+(/firehose) and the status ticker that publishes /status every second.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import bottle
+import gevent
+
+from ..hub import Hub
+from ..status import status
+from .firehose import Firehose
+from .ws import Broadcaster, WsSettings
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL = 1.0
+
+
+def status_ticker(hub: Hub, interval: float = STATUS_INTERVAL) -> None:
+    """Publish the /status object to the hub's subscribers every ``interval`` s."""
+    while True:
+        gevent.sleep(interval)
+        try:
+            hub.publish_status(status(hub))
+        except Exception:   # a broken snapshot must not end the ticker
+            log.exception("status update failed")
+
+
+class Streams:
+    """The firehose, the websocket broadcaster and the status ticker of one hub."""
+
+    def __init__(self, hub: Hub, ws_settings: Optional[WsSettings] = None,
+                 status_interval: float = STATUS_INTERVAL):
+        self.hub = hub
+        self.firehose = Firehose(hub)
+        self.broadcaster = Broadcaster(hub, ws_settings)
+        self.ticker = gevent.spawn(status_ticker, hub, status_interval)
+
+    def mount(self, app: bottle.Bottle) -> bottle.Bottle:
+        self.firehose.mount(app)
+        self.broadcaster.mount(app)
+        return app
+
+    def stop(self) -> None:
+        self.ticker.kill()
+        self.broadcaster.stop()
+        self.hub.unsubscribe(self.firehose.on_event)
+
+
+def mount(app: bottle.Bottle, hub: Hub) -> bottle.Bottle:
+    """Add /firehose and /ws to ``app`` and start what feeds them; returns ``app``."""
+    return Streams(hub).mount(app)

@@ -1,0 +1,153 @@
+"""GET /firehose: long polling (RFC 6202) in gosdm630's envelope (api.md section 9).
+
+Every hub event is stored, already serialized, in a bounded buffer of its
+category and wakes the waiting requests.  Each publish gets its own
+millisecond stamp (one later than the previous one if the clock has not
+moved on), so ``since_time`` = the newest ``timestamp`` a client has seen is
+an exact cursor: a reconnecting client gets every buffered event after it,
+none twice.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import time
+from collections import deque
+from operator import itemgetter
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
+
+import bottle
+from gevent.event import Event
+
+from ..hub import Hub, MeterUpdate, StatusUpdate
+from ..readings import compact
+from .events import firehose_record, measured
+
+METER = "meterupdate"
+STATUS = "statusupdate"
+CATEGORIES: Dict[str, Tuple[str, ...]] = {
+    METER: (METER,),
+    "meterupdates": (METER,),      # the seed README's spelling
+    STATUS: (STATUS,),
+    "all": (METER, STATUS),
+}
+# Enough for a minute of every value at 19200 baud (the fastest comset: at
+# most ~480 float values a second on the wire), whichever meters share the bus.
+BUFFER_SIZES = {METER: 30_000, STATUS: 300}
+MAX_TIMEOUT = 120
+
+# golongpoll's exact bodies, including its spacing.
+BAD_TIMEOUT = b'{"error": "Invalid timeout arg.  Must be 1-120."}'
+BAD_CATEGORY = b'{"error": "Invalid subscription category, must be 1-1024 characters long."}'
+BAD_SINCE = b'{"error": "Invalid last_event_time arg."}'
+INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+INT64_MAX = 2 ** 63 - 1
+
+Stamped = Tuple[int, bytes]
+
+
+class EventBuffer:
+    """Serialized events per category, bounded, with a wake-up for waiters."""
+
+    def __init__(self, sizes: Dict[str, int] = BUFFER_SIZES):
+        self._buffers: Dict[str, Deque[Stamped]] = {cat: deque(maxlen=n) for cat, n in sizes.items()}
+        self.last = 0                  # stamp of the newest publish, ms
+        self._arrived = Event()
+
+    def _stamp(self) -> int:
+        self.last = max(int(time.time() * 1000), self.last + 1)
+        return self.last
+
+    def add(self, category: str, payloads: Iterable[Any]) -> None:
+        """Store one publish (all its payloads share a stamp) and wake the waiters."""
+        stamp = self._stamp()
+        head = b'{"timestamp":%d,"category":"%s","data":' % (stamp, category.encode())
+        self._buffers[category].extend((stamp, head + compact(p) + b"}") for p in payloads)
+        arrived, self._arrived = self._arrived, Event()
+        arrived.set()
+
+    def newer(self, categories: Iterable[str], cursor: int) -> List[bytes]:
+        """Events of ``categories`` stamped after ``cursor``, oldest first."""
+        found = []
+        for category in categories:
+            recent: List[Stamped] = []
+            for stamped in reversed(self._buffers[category]):
+                if stamped[0] <= cursor:
+                    break
+                recent.append(stamped)
+            recent.reverse()
+            found.append(recent)
+        return [event for _, event in heapq.merge(*found, key=itemgetter(0))]
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until the next publish or ``timeout`` s."""
+        self._arrived.wait(timeout)
+
+
+def parse_integer(text: str, low: int, high: int) -> Optional[int]:
+    """Go's strconv integer syntax within [low, high]; None otherwise."""
+    if not INTEGER.match(text):
+        return None
+    value = int(text)
+    return value if low <= value <= high else None
+
+
+class Firehose:
+    """The /firehose route and the hub subscriber that fills its buffer."""
+
+    def __init__(self, hub: Hub, buffer: Optional[EventBuffer] = None):
+        self.buffer = buffer or EventBuffer()
+        hub.subscribe(self.on_event)
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, MeterUpdate):
+            self.buffer.add(METER, [firehose_record(event.device_id, name, value, event.timestamp)
+                                    for name, value in measured(event.values)])
+        elif isinstance(event, StatusUpdate):
+            self.buffer.add(STATUS, [event.status])
+
+    def mount(self, app: bottle.Bottle) -> None:
+        app.route("/firehose", "GET", self.handle)
+
+    def handle(self) -> bytes:
+        query = bottle.request.query
+        response = bottle.response
+        response.content_type = "application/json"
+        response.set_header("Cache-Control", "no-cache, no-store, must-revalidate")
+        response.set_header("Pragma", "no-cache")
+        response.set_header("Expires", "0")
+        response.set_header("Access-Control-Allow-Origin", "*")
+        timeout = parse_integer(query.get("timeout", ""), 1, MAX_TIMEOUT)
+        if timeout is None:
+            return self._bad(BAD_TIMEOUT)
+        category = query.get("category", "")
+        if not 1 <= len(category) <= 1024:
+            return self._bad(BAD_CATEGORY)
+        since_text = query.get("since_time", "")
+        cursor = self.buffer.last
+        if since_text:
+            since = parse_integer(since_text, -INT64_MAX - 1, INT64_MAX)
+            if since is None:
+                return self._bad(BAD_SINCE)
+            cursor = since
+        if category not in CATEGORIES:
+            return self._bad(compact({"error": f"Unknown category {category!r}; use one of "
+                                                f"{', '.join(CATEGORIES)}."}))
+        return self._poll(CATEGORIES[category], cursor, timeout)
+
+    def _poll(self, categories: Tuple[str, ...], cursor: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.buffer.newer(categories, cursor)
+            if events:
+                return b'{"events":[' + b",".join(events) + b"]}"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return b'{"timeout":"no events before timeout","timestamp":%d}' % int(time.time() * 1000)
+            self.buffer.wait(remaining)
+
+    @staticmethod
+    def _bad(body: bytes) -> bytes:
+        bottle.response.status = 400
+        return body

@@ -1,0 +1,273 @@
+"""GET /ws: every meter update and every status update to every client.
+
+Formats (``/ws?format=...``):
+
+- ``frames`` (default, gosdm630's): one text frame per measurement,
+  ``{"DeviceId","Value","IEC61850","Description","Timestamp"}`` with the read
+  time in ms, and the /status object once a second;
+- ``readings``: one frame per meter read holding the meter's whole Readings
+  object (as ``/last/{id}``), and the same status frames.
+
+A new client first gets the current readings of every available meter and the
+status, so a fresh page is never empty.
+
+Fan-out: the hub hands each event to the broadcaster's queue (the poller does
+nothing more); the broadcaster greenlet encodes it once per format into the
+bytes of complete websocket frames (server frames are unmasked, so the bytes
+are the same for everyone) and offers them to every client's bounded queue.
+Each client has its own writer greenlet, the only one writing its socket.  A
+client whose queue is full is dropped; one that sends nothing (not even the
+pong to our pings) for ``idle_timeout`` s is taken as vanished and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Set
+
+import bottle
+import gevent
+from gevent.queue import Empty, Full, Queue
+from geventwebsocket.websocket import Header, WebSocket
+
+from ..api import ApiError
+from ..hub import Hub, MeterState, MeterUpdate, StatusUpdate
+from ..readings import compact
+from ..status import status
+from .events import measured, ws_record
+
+log = logging.getLogger(__name__)
+
+FRAMES = "frames"
+READINGS = "readings"
+FORMATS = (FRAMES, READINGS)
+MAX_CLIENT_FRAME = 4096     # clients only send control frames; more is abuse
+YIELD_EVERY = 64            # clients served between two yields of the broadcaster
+STOP = b""                  # writer sentinel: leave after what was queued before
+
+
+@dataclass(frozen=True)
+class WsSettings:
+    queue: int = 256              # updates a client may fall behind before it is dropped
+    ping_interval: float = 20.0   # s between our pings
+    idle_timeout: float = 60.0    # s without any frame from the client (pongs count): vanished
+    send_buffer: int = 64 * 1024  # kernel send buffer per client, bytes (bounds kernel memory)
+    inbox: int = 4096             # hub events waiting for the broadcaster
+
+
+def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
+    """One complete, unmasked websocket frame."""
+    return bytes(Header.encode_header(True, opcode, b"", len(payload), 0)) + payload
+
+
+PING = frame(b"", WebSocket.OPCODE_PING)
+
+
+def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
+    """gosdm630 frames, one per usable value."""
+    return b"".join(frame(compact(ws_record(device_id, name, value, timestamp)))
+                    for name, value in measured(values))
+
+
+def readings_frame(meter: MeterState) -> bytes:
+    return frame(meter.readings_json().rstrip(b"\n"))
+
+
+class Client:
+    """One websocket connection: its bounded queue, its writer, its reader loop."""
+
+    def __init__(self, ws: WebSocket, fmt: str, settings: WsSettings, name: str):
+        self.ws = ws
+        self.format = fmt
+        self.settings = settings
+        self.name = name
+        self.reason: Optional[str] = None    # why it ended, first cause wins
+        self.sock = ws.handler.socket
+        self._send = ws.stream.write
+        self.queue: Queue = Queue(settings.queue)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
+        self.sock.settimeout(settings.idle_timeout)
+        self.writer = gevent.spawn(self._write)
+
+    def offer(self, data: bytes) -> bool:
+        """Queue frames for the writer; False when the client is too far behind."""
+        try:
+            self.queue.put_nowait(data)
+            return True
+        except Full:
+            return False
+
+    def end(self, reason: str) -> None:
+        """Cut the connection (from any greenlet): the reader and writer both stop."""
+        if self.reason is None:
+            self.reason = reason
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _write(self) -> None:
+        next_ping = time.monotonic() + self.settings.ping_interval
+        try:
+            while True:
+                wait = next_ping - time.monotonic()
+                if wait <= 0:
+                    self._send(PING)
+                    next_ping = time.monotonic() + self.settings.ping_interval
+                    continue
+                try:
+                    data = self.queue.get(timeout=wait)
+                except Empty:
+                    continue
+                if data is STOP:
+                    return
+                self._send(data)
+        except OSError as err:
+            self.end(f"send failed ({err})")
+
+    def read_until_closed(self) -> None:
+        """Read control frames until the client closes, vanishes or breaks the protocol."""
+        while self.reason is None:
+            try:
+                header = Header.decode_header(self.ws.stream)
+                if header.length > MAX_CLIENT_FRAME:
+                    self.end(f"sent a frame of {header.length} bytes")
+                    return
+                payload = self.ws.raw_read(header.length) if header.length else b""
+            except socket.timeout:
+                self.end(f"silent for {self.settings.idle_timeout:g} s")
+                return
+            except OSError as err:    # WebSocketError (end of stream, bad frame) included
+                self.end(f"connection lost ({err or 'end of stream'})")
+                return
+            if header.mask:
+                payload = header.unmask_payload(payload)
+            if header.opcode == WebSocket.OPCODE_CLOSE:
+                self.finish_politely(payload[:2] or struct.pack("!H", 1000))
+                return
+            if header.opcode == WebSocket.OPCODE_PING:
+                self.offer(frame(bytes(payload), WebSocket.OPCODE_PONG))
+
+    def finish_politely(self, code: bytes) -> None:
+        """Answer the client's close frame after what is already queued, then stop."""
+        self.reason = "closed by the client"
+        if self.offer(frame(bytes(code), WebSocket.OPCODE_CLOSE)) and self.offer(STOP):
+            self.writer.join(timeout=2)
+
+    def close(self) -> None:
+        """Final clean-up, in the connection's own greenlet."""
+        self.writer.kill(block=False)
+        self.ws.closed = True         # the library must not write after us
+        self.end(self.reason or "done")
+
+
+class Broadcaster:
+    """The /ws route, its clients, and the greenlet that fans hub events out to them."""
+
+    def __init__(self, hub: Hub, settings: Optional[WsSettings] = None):
+        self.hub = hub
+        self.settings = settings or WsSettings()
+        self.clients: Dict[str, Set[Client]] = {fmt: set() for fmt in FORMATS}
+        self.inbox: Queue = Queue(self.settings.inbox)
+        self._overflowed = False
+        hub.subscribe(self.on_event)
+        self.greenlet = gevent.spawn(self._run)
+
+    def mount(self, app: bottle.Bottle) -> None:
+        app.route("/ws", "GET", self.handle)
+
+    def stop(self) -> None:
+        """Stop broadcasting and cut every client."""
+        self.hub.unsubscribe(self.on_event)
+        self.greenlet.kill()
+        for clients in self.clients.values():
+            for client in list(clients):
+                client.end("server stopping")
+
+    # -- fan-out -----------------------------------------------------------------
+    def on_event(self, event: object) -> None:
+        """Hub subscriber (poller greenlet): queue only, never block."""
+        try:
+            self.inbox.put_nowait(event)
+            self._overflowed = False
+        except Full:
+            if not self._overflowed:
+                log.warning("websocket: broadcaster %d events behind; dropping updates", self.settings.inbox)
+            self._overflowed = True
+
+    def _run(self) -> None:
+        for event in self.inbox:
+            try:
+                self.broadcast(event)
+            except Exception:   # one bad event must not end every stream
+                log.exception("websocket: broadcasting %r failed", event)
+
+    def broadcast(self, event: object) -> None:
+        for fmt, clients in self.clients.items():
+            data = self.encode(event, fmt) if clients else b""
+            if data:
+                self._offer_all(list(clients), data)
+
+    def encode(self, event: object, fmt: str) -> bytes:
+        if isinstance(event, StatusUpdate):
+            return frame(compact(event.status))
+        if isinstance(event, MeterUpdate):
+            if fmt == READINGS:
+                return readings_frame(self.hub.meters[event.device_id])
+            return meter_frames(event.device_id, event.values, event.timestamp)
+        return b""
+
+    def _offer_all(self, clients: List[Client], data: bytes) -> None:
+        for count, client in enumerate(clients, start=1):
+            if not client.offer(data):
+                self.clients[client.format].discard(client)
+                client.end(f"{self.settings.queue} updates behind")
+            if count % YIELD_EVERY == 0:
+                gevent.sleep(0)    # let the poller and the HTTP side in
+
+    # -- one connection ------------------------------------------------------------
+    def snapshot(self, fmt: str) -> bytes:
+        """What a new client gets first: current readings of every available meter, and the status."""
+        parts = []
+        for meter in self.hub.available():
+            if not meter.timestamp:
+                continue
+            if fmt == READINGS:
+                parts.append(readings_frame(meter))
+            else:
+                parts.append(meter_frames(meter.device_id, meter.values, meter.timestamp))
+        parts.append(frame(compact(status(self.hub))))
+        return b"".join(parts)
+
+    def handle(self) -> str:
+        environ = bottle.request.environ
+        ws: Optional[WebSocket] = environ.get("wsgi.websocket")
+        if ws is None:
+            raise ApiError(400, "/ws is a websocket: connect with a websocket client (Upgrade: websocket)")
+        name = f"{environ.get('REMOTE_ADDR')}:{environ.get('REMOTE_PORT')}"
+        fmt = bottle.request.query.get("format", FRAMES)
+        if fmt not in FORMATS:
+            log.info("websocket %s: refused, unknown format %r", name, fmt)
+            reason = f"unknown format {fmt!r}: use frames or readings".encode()
+            ws.stream.write(frame(struct.pack("!H", 1008) + reason[:120], WebSocket.OPCODE_CLOSE))
+            ws.closed = True          # its own close() would drop the code (library bug)
+            return ""
+        client = Client(ws, fmt, self.settings, name)
+        client.offer(self.snapshot(fmt))
+        self.clients[fmt].add(client)
+        log.info("websocket %s: connected (%s), %d clients", name, fmt, self.count())
+        try:
+            client.read_until_closed()
+        finally:
+            self.clients[fmt].discard(client)
+            client.close()
+            level = logging.INFO if client.reason == "closed by the client" else logging.WARNING
+            log.log(level, "websocket %s: disconnected, %s; %d clients", name, client.reason, self.count())
+        return ""
+
+    def count(self) -> int:
+        return sum(len(clients) for clients in self.clients.values())
