@@ -18,7 +18,8 @@ from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
-from ..streams import mount as mount_streams  # noqa: E402
+from ..streams import Streams  # noqa: E402
+from ..streams.ws import WsSettings  # noqa: E402
 from ..transport import SerialTransport, comset  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
@@ -48,6 +49,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", action="append", default=[], metavar="TYPE=MS",
                    help="quiet time a meter type needs before its next request, e.g. sdm630=20; "
                         "repeatable (defaults: Eastron 60 ms, Janitza and DZG 20 ms)")
+    p.add_argument("--max-ws-clients", type=int, default=200,
+                   help="websocket clients at a time; more are refused with close code 1013 "
+                        "(default: %(default)s)")
+    p.add_argument("--max-long-polls", type=int, default=200,
+                   help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -76,15 +82,18 @@ def build(args: argparse.Namespace):
     settings = PollSettings(timeout=args.timeout, retries=args.retries, max_failures=args.max_failures,
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    server = make_server(mount_streams(make_app(hub), hub), args.url, access_log=args.verbose)
-    return hub, poller, server
+    if args.max_ws_clients < 0 or args.max_long_polls < 0:
+        raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
+    streams = Streams(hub, WsSettings(max_clients=args.max_ws_clients), max_long_polls=args.max_long_polls)
+    server = make_server(streams.mount(make_app(hub)), args.url, access_log=args.verbose)
+    return hub, poller, streams, server
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        hub, poller, server = build(args)
+        hub, poller, streams, server = build(args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -93,12 +102,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
 
     def shutdown():
-        """Stop polling (the kill ends a read or a back-off sleep and closes the port), then HTTP."""
+        """Stop polling (the kill ends a read or a back-off sleep and closes the port), end the
+        streams cleanly, then HTTP."""
         if server.closed:
             return
         log.info("stopping")
         poller.stop()
         poll.kill(block=False)
+        streams.stop()
         server.stop(timeout=STOP_GRACE)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)

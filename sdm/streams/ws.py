@@ -57,6 +57,12 @@ class WsSettings:
     idle_timeout: float = 60.0    # s without any frame from the client (pongs count): vanished
     send_buffer: int = 64 * 1024  # kernel send buffer per client, bytes (bounds kernel memory)
     inbox: int = 4096             # hub events waiting for the broadcaster
+    max_clients: int = 200        # connected clients; one more is refused (close code 1013)
+
+
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
@@ -65,6 +71,7 @@ def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
 
 
 PING = frame(b"", WebSocket.OPCODE_PING)
+GOODBYE = frame(struct.pack("!H", GOING_AWAY) + b"server stopping", WebSocket.OPCODE_CLOSE)
 
 
 def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
@@ -75,6 +82,13 @@ def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestam
 
 def readings_frame(meter: MeterState) -> bytes:
     return frame(meter.readings_json().rstrip(b"\n"))
+
+
+def refuse(ws: WebSocket, code: int, reason: str) -> str:
+    """End a connection right after the handshake with a close frame saying why."""
+    ws.stream.write(frame(struct.pack("!H", code) + reason.encode()[:120], WebSocket.OPCODE_CLOSE))
+    ws.closed = True          # its own close() would drop the code (library bug)
+    return ""
 
 
 class Client:
@@ -180,13 +194,19 @@ class Broadcaster:
     def mount(self, app: bottle.Bottle) -> None:
         app.route("/ws", "GET", self.handle)
 
-    def stop(self) -> None:
-        """Stop broadcasting and cut every client."""
+    def stop(self, grace: float = 0.5) -> None:
+        """Stop broadcasting; tell every client we are going away (close code 1001), give
+        their writers ``grace`` s in all to send that, then cut whoever is left."""
         self.hub.unsubscribe(self.on_event)
         self.greenlet.kill()
-        for clients in self.clients.values():
-            for client in list(clients):
-                client.end("server stopping")
+        clients = [client for group in self.clients.values() for client in group]
+        for client in clients:
+            client.reason = client.reason or "server stopping"
+            if client.offer(GOODBYE) and not client.queue.full():
+                client.queue.put_nowait(STOP)
+        gevent.joinall([client.writer for client in clients], timeout=grace)
+        for client in clients:
+            client.end("server stopping")
 
     # -- fan-out -----------------------------------------------------------------
     def on_event(self, event: object) -> None:
@@ -252,10 +272,11 @@ class Broadcaster:
         fmt = bottle.request.query.get("format", FRAMES)
         if fmt not in FORMATS:
             log.info("websocket %s: refused, unknown format %r", name, fmt)
-            reason = f"unknown format {fmt!r}: use frames or readings".encode()
-            ws.stream.write(frame(struct.pack("!H", 1008) + reason[:120], WebSocket.OPCODE_CLOSE))
-            ws.closed = True          # its own close() would drop the code (library bug)
-            return ""
+            return refuse(ws, POLICY_VIOLATION, f"unknown format {fmt!r}: use frames or readings")
+        if self.count() >= self.settings.max_clients:
+            log.warning("websocket %s: refused, already %d clients", name, self.count())
+            return refuse(ws, TRY_AGAIN_LATER, f"too many clients (at most {self.settings.max_clients}); "
+                                               "try again later")
         client = Client(ws, fmt, self.settings, name)
         client.offer(self.snapshot(fmt))
         self.clients[fmt].add(client)
