@@ -5,15 +5,18 @@ import json
 import re
 import signal
 import socket
+import struct
 import time
 from collections import Counter
 
+import gevent
 import pytest
+import websocket
 
 from sdm.rtu import ERROR_KINDS
 from simulator.faults import COLLISION, FAULTS
 from tests.e2e.test_rest import ALL_TYPES
-from tests.support import ServedValues, expected_errors, reading_values, wait_until
+from tests.support import ServedValues, expected_errors, http_request, reading_values, wait_until
 
 TYPES = [item.split(":")[0] for item in ALL_TYPES.split(",")]
 IDS = [int(item.split(":")[1]) for item in ALL_TYPES.split(",")]
@@ -115,23 +118,73 @@ def test_offline_meter_turns_unavailable_then_available_within_a_reprobe(simulat
     assert gw.get("/last/2").status == 200
 
 
-def test_adapter_unplugged_and_plugged_back(simulator, gateway, tmp_path):
+class Streams:
+    """A websocket client and a firehose follower, reading in the background."""
+
+    def __init__(self, port):
+        self.port = port
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=30)
+        self.ws_messages, self.firehose_events, self.firehose_answers = [], [], Counter()
+        self.running = True
+        self.readers = [gevent.spawn(self._read_ws), gevent.spawn(self._follow_firehose)]
+
+    def _read_ws(self):
+        while self.running:
+            self.ws_messages.append(json.loads(self.ws.recv()))
+
+    def _follow_firehose(self):
+        since = int(time.time() * 1000)
+        while self.running:
+            resp = http_request(self.port, f"/firehose?timeout=2&category=all&since_time={since}")
+            self.firehose_answers[resp.status] += 1
+            for event in resp.json().get("events", []):
+                self.firehose_events.append(event)
+                since = max(since, event["timestamp"])
+
+    def stop(self):
+        self.running = False
+        self.ws.close()
+        gevent.joinall(self.readers, timeout=5)
+        errors = [r.exception for r in self.readers if r.exception and not isinstance(r.exception, OSError)]
+        assert not errors, errors
+
+    def meter_update_after(self, seconds: float) -> bool:
+        """Both streams carried a meter update read after ``seconds`` (epoch)."""
+        return (any(m.get("Timestamp", 0) > seconds * 1000 for m in self.ws_messages if "DeviceId" in m)
+                and any(e["category"] == "meterupdate" and e["timestamp"] > seconds * 1000
+                        for e in self.firehose_events))
+
+    def saw_bus_down(self) -> bool:
+        """Both streams carried a status with the bus disconnected."""
+        return (any(m["Bus"]["Connected"] is False for m in self.ws_messages if "Modbus" in m)
+                and any(e["data"]["Bus"]["Connected"] is False for e in self.firehose_events
+                        if e["category"] == "statusupdate"))
+
+
+def test_adapter_unplugged_and_plugged_back_with_streams_open(simulator, gateway, tmp_path):
     served_path = tmp_path / "served.jsonl"
     sim = simulator("sdm630:1,janitza:26", "--unplug", "5-7", "--served-log", str(served_path))
     gw = gateway(sim.link, "sdm630:1,janitza:26")
+    streams = Streams(gw.port)
+    try:
+        wait_until(lambda: gw.get("/status").json()["Bus"]["Connected"] is False, 10, what="the bus to drop")
+        assert gw.get("/last/1").status == 503
+        assert gw.get("/last").json() == []
+        readings = {m["Id"]: m["CompleteReadings"] for m in gw.get("/status").json()["ConfiguredMeters"]}
 
-    wait_until(lambda: gw.get("/status").json()["Bus"]["Connected"] is False, 10, what="the bus to drop")
-    assert gw.get("/last/1").status == 503
-    assert gw.get("/last").json() == []
-    readings = {m["Id"]: m["CompleteReadings"] for m in gw.get("/status").json()["ConfiguredMeters"]}
-
-    def resumed():
-        status = gw.get("/status").json()
-        return status["Bus"]["Connected"] and all(
-            m["Status"] == "available" and m["CompleteReadings"] > readings[m["Id"]]
-            for m in status["ConfiguredMeters"]) and status
-    status = wait_until(resumed, 15, what="polling to resume")
-    assert status["Bus"]["Reconnects"] == 1
+        def resumed():
+            status = gw.get("/status").json()
+            return status["Bus"]["Connected"] and all(
+                m["Status"] == "available" and m["CompleteReadings"] > readings[m["Id"]]
+                for m in status["ConfiguredMeters"]) and status
+        status = wait_until(resumed, 15, what="polling to resume")
+        assert status["Bus"]["Reconnects"] == 1
+        back = time.time()
+        wait_until(lambda: streams.meter_update_after(back), 10, what="fresh updates on both streams")
+        assert streams.saw_bus_down()
+        assert set(streams.firehose_answers) == {200}
+    finally:
+        streams.stop()
     events = [r for r in served_records(served_path) if r.get("event") in ("unplug", "replug")]
     assert [e["event"] for e in events] == ["unplug", "replug"]
     assert events[0]["path"] != events[1]["path"]       # a new device path behind the same link
@@ -150,19 +203,35 @@ def open_idle_connections(port):
     return [idle, half]
 
 
+def close_code(ws):
+    while True:
+        opcode, payload = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return struct.unpack("!H", payload[:2])[0]
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_with_clients_connected_exits_0_within_2s(simulator, gateway, signum):
     sim = simulator("sdm630:1")
     gw = gateway(sim.link, "sdm630:1")
-    clients = open_idle_connections(gw.port)
+    sockets = open_idle_connections(gw.port)
+    sockets_ws = [websocket.create_connection(f"ws://127.0.0.1:{gw.port}/ws", timeout=5) for _ in range(3)]
+    future = int(time.time() * 1000) + 3_600_000        # a cursor no event passes: they wait
+    polls = [gevent.spawn(http_request, gw.port, f"/firehose?timeout=60&category={category}&since_time={future}")
+             for category in ("all", "meterupdate")]
+    gevent.sleep(0.5)
+    assert not any(poll.ready() for poll in polls)
     sent = time.monotonic()
     gw.signal(signum)
     code = gw.proc.wait(10)
     took = time.monotonic() - sent
-    for client in clients:
-        client.close()
     assert code == 0
     assert took < 2.0, f"exit took {took:.2f} s"
+    assert [close_code(ws) for ws in sockets_ws] == [1001] * 3     # told, not cut
+    assert [poll.get(timeout=5).json()["timeout"] for poll in polls] == ["no events before timeout"] * 2
+    for client in sockets + sockets_ws:
+        client.close()
+    assert "Traceback" not in gw.log()
 
 
 def test_sigterm_while_waiting_for_the_adapter_exits_at_once(tmp_path, gateway):
