@@ -23,6 +23,7 @@ from .readings import dumps
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
+IDLE_TIMEOUT = 60.0   # s a connection may stay silent inside a request or between two (streams set their own)
 
 
 def parse_listen(url: str) -> Tuple[str, int]:
@@ -88,6 +89,7 @@ class NoDelayHandler(WebSocketHandler):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        sock.settimeout(IDLE_TIMEOUT)   # a connection stuck mid-request does not live for ever
         super().__init__(sock, address, server, rfile)
 
     def handle_one_request(self):
@@ -97,9 +99,12 @@ class NoDelayHandler(WebSocketHandler):
         return result
 
     def _handle_client_error(self, ex):
-        """pywsgi's hook for a request it cannot parse: one log line (no traceback), JSON 400."""
+        """pywsgi's hook for a request it cannot parse: one log line (no traceback), JSON 400
+        (408 for one left unfinished)."""
         log.info("bad request from %s: %s", self.client_address[0] if self.client_address else "?",
-                 getattr(ex, "formatted_message", None) or ex)
+                 getattr(ex, "formatted_message", None) or repr(ex))
+        if isinstance(ex, socket.timeout):
+            return "408", error_response(408, f"request not completed within {IDLE_TIMEOUT:g} s")
         return "400", error_response(400, "malformed HTTP request")
 
     def upgrade_websocket(self):

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sdm import server as server_module
 from sdm.api import WEB_ROOT, make_app
 from sdm.hub import Hub, MeterConfig
 from sdm.meters.registry import lookup
@@ -186,3 +187,14 @@ def test_a_crowd_of_stuck_clients_does_not_stall_the_server(port):
         for sock in stuck:
             sock.close()
     gevent.sleep(0)
+
+
+def test_a_connection_silent_mid_request_is_closed_after_the_idle_timeout(port, monkeypatch):
+    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 0.3)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /status HTTP/1.1\r\n")
+        started = time.monotonic()
+        answer = sock.makefile("rb").read()    # to the end: the server closes
+        assert 0.2 < time.monotonic() - started < 3
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "request not completed within 0.3 s"}
