@@ -161,6 +161,7 @@ def soak(gw: Gateway, served_log: Path, duration: float) -> Dict[str, Any]:
         last_answers[answer] = last_answers.get(answer, 0) + 1
     status = http_request(gw.port, "/status").json()
     rss_end, fds_end = rss_kib(pid), open_fds(pid)
+    rss_settled = rss_settled or rss_end
     connected = sum(client.open for client in clients)
     signalled = time.monotonic()
     gw.signal(signal.SIGTERM)
