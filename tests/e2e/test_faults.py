@@ -129,8 +129,14 @@ class Streams:
         self.readers = [gevent.spawn(self._read_ws), gevent.spawn(self._follow_firehose)]
 
     def _read_ws(self):
-        while self.running:
-            self.ws_messages.append(json.loads(self.ws.recv()))
+        try:
+            while self.running:
+                message = self.ws.recv()
+                if message:            # empty: the close handshake of stop()
+                    self.ws_messages.append(json.loads(message))
+        except (OSError, websocket.WebSocketException) as err:
+            if self.running:
+                self.ws_messages.append({"ended": repr(err)})
 
     def _follow_firehose(self):
         since = int(time.time() * 1000)
@@ -145,8 +151,8 @@ class Streams:
         self.running = False
         self.ws.close()
         gevent.joinall(self.readers, timeout=5)
-        errors = [r.exception for r in self.readers if r.exception and not isinstance(r.exception, OSError)]
-        assert not errors, errors
+        assert all(reader.successful() for reader in self.readers), [r.exception for r in self.readers]
+        assert not [m for m in self.ws_messages if "ended" in m], "the websocket ended while in use"
 
     def meter_update_after(self, seconds: float) -> bool:
         """Both streams carried a meter update read after ``seconds`` (epoch)."""
