@@ -206,7 +206,7 @@ def test_a_stuck_client_is_dropped_while_a_healthy_one_keeps_receiving(bus):
         reader.join(timeout=5)
         stuck.close()
     gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
-    assert max(gaps) < 2.0, "the healthy client stalled"
+    assert max(gaps) < 3.0, "the healthy client stalled"
     assert bus.proc.poll() is None
 
 
