@@ -26,14 +26,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
     p.add_argument("--no-meter-code", default="", metavar="ID[,ID...]",
                    help="Eastron meters that do not answer the meter-code register 0xFC02")
+    p.add_argument("--garbage-id", default="", metavar="ID[,ID...]",
+                   help="ids that answer every request with random bytes (a broken device)")
+    p.add_argument("--energy-drop", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter falls to half (tests a glitching meter)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     return p
 
 
-def build_meters(device_list: str, seed: Optional[int], no_code: List[int]) -> Dict[int, VirtualMeter]:
+def parse_ids(text: str) -> List[int]:
+    return [parse_slave_id(x) for x in text.split(",") if x.strip()]
+
+
+def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
+                 energy_drop: Optional[float] = None) -> Dict[int, VirtualMeter]:
     meters = {}
     for _, model, slave in parse_device_list(device_list):
-        physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave)
+        physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave,
+                          energy_drop_at=energy_drop)
         meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code)
     return meters
 
@@ -43,13 +53,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
-        meters = build_meters(args.device_list, args.seed, no_code)
+        no_code = parse_ids(args.no_meter_code)
+        garbage = parse_ids(args.garbage_id)
+        meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop)
+        clash = set(garbage) & set(meters)
+        if clash:
+            raise ValueError(f"--garbage-id {min(clash)} is also a meter of -d")
         line = PtyLine(args.link)
     except (ValueError, OSError) as err:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
-    loop = SlaveLoop(line, meters)
+    loop = SlaveLoop(line, meters, garbage, args.seed)
 
     def stop(*_):
         loop.running = False

@@ -8,9 +8,10 @@ for an id no virtual meter owns, gets no answer at all, as on a real bus.
 from __future__ import annotations
 
 import logging
+import random
 import struct
 import time
-from typing import Dict, Iterator, Optional
+from typing import Collection, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -67,12 +68,23 @@ def answer(meters: Dict[int, VirtualMeter], request: bytes) -> Optional[bytes]:
         return exception_reply(slave, fc, exc.code)
 
 
-class SlaveLoop:
-    """Serves the virtual meters on one line until stopped."""
+def garbage_reply(rng: random.Random) -> bytes:
+    """Random bytes of a broken meter (or one at the wrong baud rate): never a valid frame."""
+    while True:
+        noise = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 12)))
+        if not crc_ok(noise):
+            return noise
 
-    def __init__(self, line, meters: Dict[int, VirtualMeter]):
+
+class SlaveLoop:
+    """Serves the virtual meters on one line until stopped; ids in ``garbage`` answer random bytes."""
+
+    def __init__(self, line, meters: Dict[int, VirtualMeter], garbage: Collection[int] = (),
+                 seed: Optional[int] = None):
         self.line = line
         self.meters = meters
+        self.garbage = frozenset(garbage)
+        self.rng = random.Random(seed)
         self.finder = FrameFinder()
         self.running = True
         self.served = 0
@@ -85,7 +97,10 @@ class SlaveLoop:
 
     def handle(self, data: bytes, now: float) -> None:
         for request in self.finder.feed(data, now):
-            reply = answer(self.meters, request)
+            if request[0] in self.garbage:
+                reply = garbage_reply(self.rng)
+            else:
+                reply = answer(self.meters, request)
             log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
             if reply is not None:
                 self.line.write(reply)

@@ -15,7 +15,8 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from ..api import make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
-from ..meters.registry import parse_device_list  # noqa: E402
+from ..meters.registry import lookup, parse_device_list  # noqa: E402
+from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
 from ..streams import mount as mount_streams  # noqa: E402
@@ -46,12 +47,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", action="append", default=[], metavar="TYPE=MS",
                    help="quiet time a meter type needs before its next request, e.g. sdm630=20; "
                         "repeatable (defaults: Eastron 60 ms, Janitza and DZG 20 ms)")
+    add_mqtt_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
 def parse_pauses(items: List[str]) -> Dict[str, float]:
-    from ..meters.registry import lookup
     pauses = {}
     for item in items:
         keyword, sep, ms = item.partition("=")
@@ -84,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(args.verbose)
     try:
         hub, poller, server = build(args)
+        mqtt = start_mqtt(hub, args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -92,8 +94,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
 
     def shutdown():
+        if server.closed:
+            return
         log.info("stopping")
         poller.stop()
+        if mqtt:
+            mqtt.stop()
         server.stop(timeout=1)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)
