@@ -8,7 +8,7 @@ measuring window.  All on 127.0.0.1; every loop stops by count or by time.
 The clients are raw sockets in one epoll loop of their own process: they read
 whole chunks and only look for the newest ``"Timestamp":`` in each, so the
 bench measures the gateway, not a JSON parser.
-Run alone: ``python bench/ws_fanout.py [CLIENTS SECONDS]``.
+Run alone: ``python -m bench.ws_fanout [CLIENTS SECONDS]`` (or ``python bench/ws_fanout.py``).
 """
 
 import base64
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.scan import pacing_flags  # noqa: E402
 from tests.support import Gateway, Simulator, wait_until  # noqa: E402
 
 DEVICES = "sdm630:1,sdm120:2,janitza:26"
@@ -173,13 +174,15 @@ def run(clients: int = CLIENTS, window: float = WINDOW) -> Dict[str, object]:
     """Start the simulator and the gateway, measure, stop both; the figures as a dict."""
     raise_file_limit(clients + 200)
     workdir = Path(tempfile.mkdtemp(prefix="sdm-bench-ws-"))
-    sim = Simulator(workdir / "tty", DEVICES, [])
+    flags = pacing_flags()
+    sim = Simulator(workdir / "tty", DEVICES, flags)
     gw = Gateway(str(sim.link), DEVICES, [], log_path=workdir / "httpd.log")
     try:
         sim.start()
         gw.start()
         wait_until(lambda: gw.get("/status").json()["UptimeSeconds"] > 2, 10, what="the gateway settled")
-        figures = measure(gw, clients, window)
+        figures = {"bus": f"{DEVICES}, {'9600 8N1 paced' if flags else 'unpaced simulator'}",
+                   **measure(gw, clients, window)}
         figures["frames per update (mean)"] = frames_per_update(gw)
         return figures
     finally:
