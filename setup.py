@@ -15,6 +15,8 @@ setup(
         "gevent-websocket>=0.10",
         "umodbus>=1.0.4",
         "pyserial>=3.5",
+        "paho-mqtt>=2.0,<3",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff", "websocket-client>=1.6"],
@@ -22,6 +24,9 @@ setup(
     entry_points={
         "console_scripts": [
             "sdm630_httpd=sdm.cli.httpd:main",
+            "sdm630=sdm.cli.httpd:main",
+            "sdm_detect=sdm.cli.detect:main",
+            "sdm630_logger=sdm.cli.logger:main",
             "sdm630_monitor=sdm.cli.monitor:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",

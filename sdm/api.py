@@ -18,6 +18,7 @@ import web
 
 from .hub import AVAILABLE, Hub, MeterState
 from .meters.registry import parse_slave_id
+from .metrics import add_metrics_route
 from .readings import dumps
 from .status import status
 
@@ -116,6 +117,7 @@ def make_app(hub: Hub) -> bottle.Bottle:
             raise ApiError(404, f"no such asset: {path}")
         return bottle.static_file(path, root=WEB_ROOT)
 
+    add_metrics_route(app, hub)
     for prefix in ("last", "minuteavg", "status"):
         app.route(f"/{prefix}/", "GET", _bind(slash_redirect, prefix))
     return app

@@ -39,6 +39,15 @@ class MeterUpdate:
 
 
 @dataclass(frozen=True)
+class AvailabilityUpdate:
+    """A meter turned available or unavailable."""
+
+    device_id: int
+    status: str
+    timestamp: float
+
+
+@dataclass(frozen=True)
 class StatusUpdate:
     status: Mapping
     timestamp: float
@@ -114,6 +123,7 @@ class Hub:
         self.meters: Dict[int, MeterState] = {
             cfg.device_id: MeterState(cfg) for cfg in sorted(configs, key=lambda c: c.device_id)}
         self.bus: Dict[str, object] = {"Device": "", "Connected": False, "Reconnects": 0}
+        self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
         self._subscribers: List[Subscriber] = []
 
     # -- written by the poller -------------------------------------------------
@@ -140,6 +150,7 @@ class Hub:
         if status == UNAVAILABLE:
             meter.window.clear()
         log.info("meter %d: %s", device_id, status)
+        self._emit(AvailabilityUpdate(device_id, status, time.time()))
 
     def count(self, device_id: int, error_kind: Optional[str] = None) -> None:
         """One request to a meter, failed with ``error_kind`` or successful (None)."""

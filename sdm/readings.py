@@ -109,3 +109,12 @@ def layout_names(spec: Spec = None) -> List[str]:
     if isinstance(spec, str):
         return [spec]
     return [name for inner in spec.values() for name in layout_names(inner)]
+
+
+def value_paths(spec: Spec = None, keys: Tuple[str, ...] = ()) -> Dict[str, Tuple[str, ...]]:
+    """Where each measurement sits in the Readings object, e.g. WLocPhsA -> ("Power", "L1")."""
+    if spec is None:
+        return {name: path for key, inner in LAYOUT for name, path in value_paths(inner, (key,)).items()}
+    if isinstance(spec, str):
+        return {spec: keys}
+    return {name: path for key, inner in spec.items() for name, path in value_paths(inner, keys + (key,)).items()}

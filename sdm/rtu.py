@@ -15,7 +15,7 @@ silence after it make the exchange ``malformed``.
 from __future__ import annotations
 
 import time
-from typing import List, Protocol
+from typing import List, Optional, Protocol
 
 from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
@@ -109,13 +109,18 @@ def check_alone(line: Line) -> None:
         raise MalformedReply("more bytes right after the reply (a late answer or a collision)")
 
 
-def read_reply(line: Line, request: bytes, deadline: float) -> List[int]:
-    """Read and check the reply to ``request``; the registers, or a ModbusError."""
+def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[float] = None) -> List[int]:
+    """Read and check the reply to ``request``; the registers, or a ModbusError.
+
+    With ``first_by`` the reply must begin by then (a scan's short wait).
+    """
     slave, fc = request[0], request[1]
     count = int.from_bytes(request[4:6], "big")
-    head = line.read(3, deadline)
+    head = line.read(3, deadline) if first_by is None else line.read(1, first_by)
     if not head:
         raise NoReply("no reply")
+    if len(head) < 3:
+        head += line.read(3 - len(head), deadline)
     if len(head) < 3:
         raise ShortReply(f"reply cut short after {len(head)} bytes")
     if head[0] != slave:
@@ -141,20 +146,25 @@ def read_reply(line: Line, request: bytes, deadline: float) -> List[int]:
     return list(umodbus_rtu.parse_response_adu(frame, request))
 
 
-def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: float) -> List[int]:
+def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: float,
+             prompt: bool = False) -> List[int]:
     """One request and its checked reply, under one deadline.
 
     The deadline allows for the request's own transmission, ``timeout`` of
-    meter turnaround and the reply's transmission.  After any failure the
+    meter turnaround and the reply's transmission.  ``prompt``: a reply that
+    has not begun within ``timeout`` after the request left counts as none,
+    so a silent id costs no reply time (bus scans).  After any failure the
     line is left to fall quiet, so stray bytes of this exchange cannot be
     taken for the next reply.
     """
     request = build_request(slave, fc, start, count)
     line.clear_input()
     line.write(request)
-    deadline = time.monotonic() + line.char_time * (len(request) + reply_bytes(count)) + timeout
+    sent = time.monotonic() + line.char_time * len(request)
+    deadline = sent + line.char_time * reply_bytes(count) + timeout
+    first_by = sent + timeout + line.char_time if prompt else None
     try:
-        return read_reply(line, request, deadline)
+        return read_reply(line, request, deadline, first_by)
     except ModbusError:
         line.settle(quiet=max(8 * line.char_time, 0.005), limit=timeout)
         raise

@@ -47,6 +47,7 @@ def status(hub: Hub) -> Dict[str, Any]:
             "ErrorsByKind": _kinds(errors),
         },
         "Bus": dict(hub.bus),
+        **{name: dict(section) for name, section in hub.sections.items()},
         "ConfiguredMeters": [
             {
                 "Id": meter.device_id,

@@ -37,14 +37,24 @@ def parser() -> argparse.ArgumentParser:
                         "pty behind the same link; repeatable")
     p.add_argument("--served-log", metavar="PATH",
                    help="write every request, its outcome and the values served as JSON lines")
+    p.add_argument("--garbage-id", default="", metavar="ID[,ID...]",
+                   help="ids that answer every request with random bytes (a broken device)")
+    p.add_argument("--energy-drop", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter falls to half (tests a glitching meter)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     return p
 
 
-def build_meters(device_list: str, seed: Optional[int], no_code: List[int]) -> Dict[int, VirtualMeter]:
+def parse_ids(text: str) -> List[int]:
+    return [parse_slave_id(x) for x in text.split(",") if x.strip()]
+
+
+def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
+                 energy_drop: Optional[float] = None) -> Dict[int, VirtualMeter]:
     meters = {}
     for _, model, slave in parse_device_list(device_list):
-        physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave)
+        physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave,
+                          energy_drop_at=energy_drop)
         meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code)
     return meters
 
@@ -55,8 +65,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     try:
-        no_code = [parse_slave_id(x) for x in args.no_meter_code.split(",") if x.strip()]
-        meters = build_meters(args.device_list, args.seed, no_code)
+        no_code = parse_ids(args.no_meter_code)
+        garbage = parse_ids(args.garbage_id)
+        meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop)
+        clash = set(garbage) & set(meters)
+        if clash:
+            raise ValueError(f"--garbage-id {min(clash)} is also a meter of -d")
         faults = parse_faults(args.faults)
         offline = [parse_offline(item) for item in args.offline]
         unplugged = [parse_window(item) for item in args.unplug]
@@ -66,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
     injector = FaultInjector(meters, faults, args.seed, offline, served, started)
-    loop = SlaveLoop(line, meters, injector)
+    loop = SlaveLoop(line, meters, garbage, args.seed, injector)
 
     def stop(*_):
         loop.running = False

@@ -5,6 +5,8 @@ and peaks, a power factor; P = U * I * PF, S = U * I, Q = sqrt(S^2 - P^2).
 One phase of a three-phase meter feeds in (a PV inverter on L3), so export
 counters move too.  Energy counters integrate power over the time between two
 requests: import while P > 0, export while P < 0.  A seed makes it repeatable.
+``energy_drop_at`` halves every energy counter once, that many seconds after
+the start: a glitching or swapped meter, to test what outputs make of a drop.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ PHASE_LETTERS = "ABC"
 
 
 class Physics:
-    def __init__(self, phases: int = 3, seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, phases: int = 3, seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic,
+                 energy_drop_at: Optional[float] = None):
+        self.energy_drop_at = energy_drop_at
         self.rng = random.Random(seed)
         self.phases = phases
         self.clock = clock
@@ -42,9 +46,16 @@ class Physics:
         now = self.clock()
         if now > self.last:
             self._integrate(now - self.last)
+            self._maybe_drop(now)
             self.last = now
             self._compute(now)
         return self.values
+
+    def _maybe_drop(self, now: float) -> None:
+        if self.energy_drop_at is not None and now - self.started >= self.energy_drop_at:
+            self.energy_drop_at = None
+            for counters in (self.kwh_import, self.kwh_export, self.kvarh_import, self.kvarh_export):
+                counters[:] = [value / 2 for value in counters]
 
     def _integrate(self, seconds: float) -> None:
         hours = seconds / 3600.0

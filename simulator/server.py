@@ -8,9 +8,10 @@ for an id no virtual meter owns, gets no answer at all, as on a real bus.
 from __future__ import annotations
 
 import logging
+import random
 import struct
 import time
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Collection, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -67,16 +68,28 @@ def answer(meters: Dict[int, VirtualMeter], request: bytes) -> Optional[bytes]:
         return exception_reply(slave, fc, exc.code)
 
 
+def garbage_reply(rng: random.Random) -> bytes:
+    """Random bytes of a broken meter (or one at the wrong baud rate): never a valid frame."""
+    while True:
+        noise = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 12)))
+        if not crc_ok(noise):
+            return noise
+
+
 # (request, correct reply or None, now) -> the bytes actually put on the line
 Disturb = Callable[[bytes, Optional[bytes], float], bytes]
 
 
 class SlaveLoop:
-    """Serves the virtual meters on one line until stopped; ``disturb`` injects faults."""
+    """Serves the virtual meters on one line until stopped; ids in ``garbage`` answer random bytes,
+    ``disturb`` injects faults into the other answers (simulator/faults.py)."""
 
-    def __init__(self, line, meters: Dict[int, VirtualMeter], disturb: Optional[Disturb] = None):
+    def __init__(self, line, meters: Dict[int, VirtualMeter], garbage: Collection[int] = (),
+                 seed: Optional[int] = None, disturb: Optional[Disturb] = None):
         self.line = line
         self.meters = meters
+        self.garbage = frozenset(garbage)
+        self.rng = random.Random(seed)
         self.disturb = disturb
         self.finder = FrameFinder()
         self.running = True
@@ -90,9 +103,12 @@ class SlaveLoop:
 
     def handle(self, data: bytes, now: float) -> None:
         for request in self.finder.feed(data, now):
-            reply = answer(self.meters, request)
-            if self.disturb is not None:
-                reply = self.disturb(request, reply, now) or None
+            if request[0] in self.garbage:
+                reply = garbage_reply(self.rng)
+            else:
+                reply = answer(self.meters, request)
+                if self.disturb is not None:
+                    reply = self.disturb(request, reply, now) or None
             log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
             if reply is not None:
                 self.line.write(reply)

@@ -37,3 +37,41 @@ def gateway(tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_bin():
+    """Debian's mosquitto, installed when missing."""
+    from tests.mqtt_support import install_mosquitto
+    return install_mosquitto()
+
+
+@pytest.fixture
+def broker(mosquitto_bin, tmp_path):
+    """Factory: mosquitto on a free loopback port (``start=False``: port chosen, not yet listening)."""
+    from tests.mqtt_support import Broker
+    started = []
+
+    def make(start: bool = True, tls=None, extra_config: str = "") -> Broker:
+        found = Broker(mosquitto_bin, tmp_path, tls, extra_config)
+        started.append(found)
+        return found.start() if start else found
+
+    yield make
+    for found in started:
+        found.stop()
+
+
+@pytest.fixture
+def mqtt_subscriber():
+    """Factory: a paho subscriber recording every message; closed after the test."""
+    from tests.mqtt_support import Subscriber
+    opened = []
+
+    def make(port: int, topics=("#",), login=None) -> Subscriber:
+        opened.append(Subscriber(port, topics, login=login))
+        return opened[-1]
+
+    yield make
+    for sub in opened:
+        sub.close()

@@ -16,6 +16,7 @@ from .. import __version__  # noqa: E402
 from ..api import make_app  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
 from ..meters.registry import lookup, parse_device_list  # noqa: E402
+from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..server import make_server  # noqa: E402
 from ..streams import Streams  # noqa: E402
@@ -54,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-long-polls", type=int, default=200,
                    help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
+    add_mqtt_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -94,6 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging(args.verbose)
     try:
         hub, poller, streams, server = build(args)
+        mqtt = start_mqtt(hub, args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -109,6 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.info("stopping")
         poller.stop()
         poll.kill(block=False)
+        if mqtt:
+            mqtt.stop(timeout=0.5)
         streams.stop()
         server.stop(timeout=STOP_GRACE)
 

@@ -1,9 +1,9 @@
 """sdm630_monitor: follow a gateway's firehose and print the power of one meter as it is read.
 
 One line per read that carries power values: L1, L2, L3 and the total, with
-the read time.  It follows with ``since_time``, so nothing is lost between two
-polls; it survives a gateway restart (it says so once, and once when it is
-back) and ends quietly on Ctrl-C.
+the read time.  It follows with ``since_time`` (sdm.follow), so nothing is
+lost between two polls; it survives a gateway restart (it says so once, and
+once when it is back) and ends quietly on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
 import urllib.request
-from datetime import datetime
 from typing import Callable, Dict, Iterable, List, Optional
 
+from ..follow import BadReply, Follower, Unreachable, parse_base_url, to_sample
+from .logger import local_time
+
 POWER = {"WLocPhsA": "L1", "WLocPhsB": "L2", "WLocPhsC": "L3", "TotW": "total"}
+PHASES = ("WLocPhsA", "WLocPhsB", "WLocPhsC")
 RETRY_MIN = 0.5
 RETRY_MAX = 5.0
 
@@ -34,18 +36,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def base_url(url: str) -> str:
-    url = url.rstrip("/")
-    return url if "://" in url else f"http://{url}"
-
-
-def local_time(rfc3339: str) -> str:
-    try:
-        return datetime.fromisoformat(rfc3339).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-    except ValueError:
-        return rfc3339
-
-
 def watts(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f} W"
 
@@ -59,32 +49,33 @@ class Monitor:
         self.power: Dict[str, float] = {}
         self.status: Optional[str] = None
 
-    def line(self, read_time: str) -> str:
-        phases = [self.power.get(name) for name in ("WLocPhsA", "WLocPhsB", "WLocPhsC")]
+    def line(self, read_ms: int) -> str:
+        phases = [self.power.get(name) for name in PHASES]
         total = self.power.get("TotW")
         if total is None and any(v is not None for v in phases):
             total = sum(v for v in phases if v is not None)
-        return (f"{local_time(read_time)} device {self.device}: L1 {watts(phases[0])}  L2 {watts(phases[1])}  "
+        return (f"{local_time(read_ms)} device {self.device}: L1 {watts(phases[0])}  L2 {watts(phases[1])}  "
                 f"L3 {watts(phases[2])}  total {watts(total)}")
 
     def events(self, events: Iterable[dict]) -> None:
-        """Print one line per read of our meter that changed its power, and status changes."""
-        read_time = None
+        """Print one line per read of our meter that carried power values, and status changes."""
+        read_ms = None
         for event in events:
-            data = event.get("data")
+            data = event.get("data") if isinstance(event, dict) else None
             if event.get("category") == "statusupdate" and isinstance(data, dict):
                 self.configured(data.get("ConfiguredMeters", []))
                 continue
-            if not isinstance(data, dict) or data.get("DeviceId") != self.device:
+            sample = to_sample(event)
+            if sample is None or sample.device != self.device:
                 continue
-            if read_time is not None and data.get("ReadTimestamp") != read_time:
-                self.say(self.line(read_time))
-                read_time = None
-            if data.get("IEC61850") in POWER:
-                self.power[data["IEC61850"]] = data["Value"]
-                read_time = data["ReadTimestamp"]
-        if read_time is not None:
-            self.say(self.line(read_time))
+            if read_ms is not None and sample.time != read_ms:
+                self.say(self.line(read_ms))
+                read_ms = None
+            if sample.name in POWER:
+                self.power[sample.name] = sample.value
+                read_ms = sample.time
+        if read_ms is not None:
+            self.say(self.line(read_ms))
 
     def configured(self, meters: List[dict]) -> None:
         """Say when our meter is unknown to the gateway, or changes availability."""
@@ -100,63 +91,54 @@ class Monitor:
         self.status = status
 
 
-class Follower:
-    """Long-polls the firehose with since_time and tells about lost and regained connections."""
+def status_url(url: str) -> str:
+    host, port, prefix = parse_base_url(url)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}{prefix}/status"
+
+
+class Watch:
+    """The follow loop: polls, tells about lost and regained connections, retries with back-off."""
 
     def __init__(self, url: str, category: str, timeout: int, monitor: Monitor, verbose: bool = False):
-        self.url = base_url(url)
-        self.category = category
-        self.timeout = timeout
+        self.follower = Follower(url, category, timeout)
+        self.status_url = status_url(url)
         self.monitor = monitor
         self.verbose = verbose
-        self.cursor: Optional[int] = None
         self.connected: Optional[bool] = None     # None until the first answer or failure
         self.retry = RETRY_MIN
 
-    def get(self, path: str, timeout: float) -> dict:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
-            return json.load(resp)
-
-    def poll(self) -> dict:
-        path = f"/firehose?timeout={self.timeout}&category={self.category}"
-        if self.cursor is not None:
-            path += f"&since_time={self.cursor}"
-        try:
-            return self.get(path, self.timeout + 15)
-        except urllib.error.HTTPError as err:   # a 400 still has the JSON error body
-            return json.load(err)
-
     def step(self) -> Optional[str]:
-        """One poll; returns an error message that should end the monitor."""
+        """One poll; returns a message when the monitor should end (the gateway refused our request)."""
         try:
-            body = self.poll()
+            reply = self.follower.fetch(self.follower.timeout)
             if self.connected is not True:
                 self.came_back()
-        except (OSError, ValueError) as err:
+            events = self.follower.events(reply)
+        except BadReply as err:
+            if reply[0] == 400:
+                return str(err)
             self.lost(err)
             return None
-        if "error" in body:
-            return f"the gateway refused: {body['error']}"
-        events = body.get("events") or []
-        if events:
-            self.cursor = events[-1]["timestamp"]
-            if self.verbose:
-                for event in events:
-                    self.monitor.say(json.dumps(event))
-            self.monitor.events(events)
+        except (Unreachable, OSError, ValueError) as err:
+            self.lost(err)
+            return None
+        if self.verbose:
+            for event in events:
+                self.monitor.say(json.dumps(event))
+        self.monitor.events(events)
         return None
 
     def came_back(self) -> None:
-        self.monitor.say(f"{'reconnected to' if self.connected is False else 'following'} {self.url}")
+        self.monitor.say(f"{'reconnected to' if self.connected is False else 'following'} {self.follower.url}")
         self.connected = True
         self.retry = RETRY_MIN
-        status = self.get("/status", 10)
-        self.monitor.configured(status.get("ConfiguredMeters", []))
+        with urllib.request.urlopen(self.status_url, timeout=10) as resp:
+            self.monitor.configured(json.load(resp).get("ConfiguredMeters", []))
 
     def lost(self, err: Exception) -> None:
         if self.connected is not False:
-            what = "lost connection to" if self.connected else "cannot reach"
-            self.monitor.say(f"{what} {self.url} ({err}); retrying until it is back")
+            what = "lost connection" if self.connected else "cannot follow the gateway"
+            self.monitor.say(f"{what}: {err}; retrying until it is back")
         self.connected = False
         time.sleep(self.retry)
         self.retry = min(self.retry * 2, RETRY_MAX)
@@ -173,7 +155,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     monitor = Monitor(args.device, lambda text: print(text, flush=True))
     try:
-        return Follower(args.url, args.category, args.timeout, monitor, args.verbose).run()
+        watch = Watch(args.url, args.category, args.timeout, monitor, args.verbose)
+    except ValueError as err:
+        print(f"sdm630_monitor: {err}", file=sys.stderr)
+        return 2
+    try:
+        return watch.run()
     except KeyboardInterrupt:
         return 0
 

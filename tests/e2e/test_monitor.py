@@ -6,7 +6,7 @@ import signal
 from tests.support import Process, python_cmd, wait_until
 
 DEVICES = "sdm630:1,janitza:26"
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} device 1: L1 -?\d+\.\d W  L2 -?\d+\.\d W  "
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d device 1: L1 -?\d+\.\d W  L2 -?\d+\.\d W  "
                   r"L3 -?\d+\.\d W  total -?\d+\.\d W$", re.M)
 
 

@@ -115,3 +115,17 @@ def test_page_marks_values_stale_and_reconnects_after_a_gateway_restart(simulato
                30, interval=0.2, what="the page to reconnect")
     wait_until(lambda: shown(page, 1)["timestamp"] != gone and shown(page, 1)["state"] == "available",
                15, what="fresh readings after the restart")
+
+
+def test_page_and_assets_use_relative_urls_so_a_reverse_proxy_sub_path_works(simulator, gateway):
+    sim = simulator(DEVICES)
+    gw = gateway(sim.link, DEVICES, wait_values=False)
+    html = gw.get("/").body.decode()
+    references = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "static/app.js" in references and "static/style.css" in references
+    for ref in references:
+        assert not ref.startswith(("/", "http:", "https:", "//")), ref
+        if ref.startswith("static/"):
+            assert gw.get(f"/{ref}").status == 200, ref
+    script = gw.get("/static/app.js").body.decode()
+    assert 'new URL("ws?format=readings", window.location.href)' in script

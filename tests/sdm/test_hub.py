@@ -3,8 +3,9 @@
 import pytest
 
 from sdm import hub as hub_module
-from sdm.hub import UNAVAILABLE, Hub, MeterConfig, MeterUpdate
+from sdm.hub import AVAILABLE, UNAVAILABLE, AvailabilityUpdate, Hub, MeterConfig, MeterUpdate
 from sdm.meters.registry import lookup
+from sdm.status import status
 
 
 @pytest.fixture
@@ -71,3 +72,18 @@ def test_subscribers_get_updates_and_a_broken_one_is_dropped(hub):
     assert [type(e) for e in got] == [MeterUpdate, MeterUpdate]
     assert got[0].complete and got[0].values == {"VolLocPhsA": 230.0}
     assert hub.meters[1].complete_readings == 1
+
+
+def test_a_status_change_reaches_subscribers_once(hub):
+    seen = []
+    hub.subscribe(seen.append)
+    hub.set_status(2, UNAVAILABLE)
+    hub.set_status(2, UNAVAILABLE)
+    hub.set_status(2, AVAILABLE)
+    assert [(e.device_id, e.status) for e in seen if isinstance(e, AvailabilityUpdate)] == \
+        [(2, UNAVAILABLE), (2, AVAILABLE)]
+
+
+def test_outputs_add_their_own_section_to_status(hub):
+    hub.sections["Mqtt"] = {"Connected": False, "Published": 3}
+    assert status(hub)["Mqtt"] == {"Connected": False, "Published": 3}

@@ -36,3 +36,16 @@ def test_energy_integrates_power_into_import_or_export():
 
 def test_a_seed_makes_a_run_reproducible():
     assert Physics(3, seed=5, clock=FrozenClock()).sample() == Physics(3, seed=5, clock=FrozenClock()).sample()
+
+
+def test_an_injected_energy_drop_halves_the_counters_once():
+    clock = FrozenClock(100.0)
+    physics = Physics(3, seed=1, clock=clock, energy_drop_at=10.0)
+    clock.now += 5
+    before = dict(physics.sample())
+    clock.now += 5
+    after = dict(physics.sample())
+    assert after["TotkWhImport"] < before["TotkWhImport"] * 0.6
+    assert after["TotkVArhExportPhsC"] < before["TotkVArhExportPhsC"] * 0.6
+    clock.now += 5
+    assert physics.sample()["TotkWhImport"] >= after["TotkWhImport"]

@@ -1,0 +1,157 @@
+"""Prometheus ``/metrics``: a collector that reads the hub, never the bus.
+
+A scrape costs no MODBUS request: it reports what the poller last read.
+Values are in base units (volts, amperes, watts, joules, hertz, ratios);
+per-phase values carry a ``phase`` label (L1, L2, L3), totals have their own
+names.  Readings of a meter that is unavailable are left out (stale numbers
+would draw flat lines in Grafana); ``sdm_meter_up`` says which meters answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import bottle
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from .hub import AVAILABLE, Hub, MeterState
+from .measurements import PHASES
+from .rtu import ERROR_KINDS
+
+KWH_JOULES = 3.6e6
+PERCENT = 0.01
+LABELS = ["meter", "model"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One metric family from catalogue names: ``source`` is a name, or a prefix for per-phase values."""
+
+    source: str
+    metric: str           # for counters without the _total suffix the client adds
+    help: str
+    scale: float = 1.0
+    counter: bool = False
+
+
+PER_PHASE = [
+    Exported("VolLoc", "sdm_phase_voltage_volts", "Line-to-neutral voltage of a phase."),
+    Exported("AmpLoc", "sdm_phase_current_amperes", "Current of a phase."),
+    Exported("WLoc", "sdm_phase_power_watts", "Active power of a phase; negative while feeding in."),
+    Exported("VALoc", "sdm_phase_apparent_power_voltamperes", "Apparent power of a phase."),
+    Exported("VArLoc", "sdm_phase_reactive_power_voltamperes_reactive", "Reactive power of a phase."),
+    Exported("AngLoc", "sdm_phase_power_factor", "Power factor of a phase (-1 to 1)."),
+    Exported("ThdVol", "sdm_phase_voltage_thd_ratio", "Total harmonic distortion of a phase's voltage.",
+             PERCENT),
+    Exported("TotkWhImport", "sdm_phase_import_energy_joules", "Energy imported on a phase.",
+             KWH_JOULES, counter=True),
+    Exported("TotkWhExport", "sdm_phase_export_energy_joules", "Energy exported on a phase.",
+             KWH_JOULES, counter=True),
+]
+
+TOTALS = [
+    Exported("TotW", "sdm_power_watts", "Active power of all phases; negative while feeding in."),
+    Exported("TotWImport", "sdm_import_power_watts", "Active power drawn, all phases."),
+    Exported("TotWExport", "sdm_export_power_watts", "Active power fed in, all phases."),
+    Exported("TotVA", "sdm_apparent_power_voltamperes", "Apparent power of all phases."),
+    Exported("TotVAr", "sdm_reactive_power_voltamperes_reactive", "Reactive power of all phases."),
+    Exported("TotPF", "sdm_power_factor", "Power factor of all phases (-1 to 1)."),
+    Exported("Freq", "sdm_frequency_hertz", "Frequency of the supply voltage."),
+    Exported("ThdVol", "sdm_voltage_thd_average_ratio", "Average total harmonic distortion of the voltages.",
+             PERCENT),
+    Exported("TotkWhImport", "sdm_import_energy_joules", "Energy imported, all phases.", KWH_JOULES, counter=True),
+    Exported("TotkWhExport", "sdm_export_energy_joules", "Energy exported, all phases.", KWH_JOULES, counter=True),
+]
+
+
+def family(spec: Exported, extra_labels: List[str]) -> Metric:
+    kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
+    return kind(spec.metric, spec.help, labels=LABELS + extra_labels)
+
+
+def labels(meter: MeterState) -> List[str]:
+    return [meter.config.unique_id, meter.config.model.model]
+
+
+def reporting(meter: MeterState) -> bool:
+    return meter.status == AVAILABLE and bool(meter.last_good)
+
+
+def scaled(meter: MeterState, name: str, scale: float) -> Optional[float]:
+    value = meter.values.get(name)
+    return None if value is None else value * scale
+
+
+class HubCollector:
+    """prometheus_client collector over the hub's last values and counters."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        meters = [m for m in self.hub.meters.values() if reporting(m)]
+        for spec in PER_PHASE:
+            metric = family(spec, ["phase"])
+            for meter in meters:
+                for number, letter in enumerate(PHASES, start=1):
+                    value = scaled(meter, f"{spec.source}Phs{letter}", spec.scale)
+                    if value is not None:
+                        metric.add_metric(labels(meter) + [f"L{number}"], value)
+            yield metric
+        for spec in TOTALS:
+            metric = family(spec, [])
+            for meter in meters:
+                value = scaled(meter, spec.source, spec.scale)
+                if value is not None:
+                    metric.add_metric(labels(meter), value)
+            yield metric
+        yield from self._meter_health()
+        yield from self._bus()
+
+    def _meter_health(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("sdm_meter_up", "1 while the meter answers, 0 while it is unavailable.",
+                               labels=LABELS)
+        readings = CounterMetricFamily("sdm_meter_readings", "Complete readings of all of a meter's values.",
+                                       labels=LABELS)
+        last = GaugeMetricFamily("sdm_meter_last_reading_timestamp_seconds",
+                                 "Unix time of the meter's last good answer.", labels=LABELS)
+        requests = CounterMetricFamily("sdm_modbus_requests", "MODBUS requests sent to a meter.", labels=LABELS)
+        errors = CounterMetricFamily("sdm_modbus_errors", "Failed MODBUS requests to a meter, by kind of failure.",
+                                     labels=LABELS + ["kind"])
+        for meter in self.hub.meters.values():
+            up.add_metric(labels(meter), 1.0 if reporting(meter) else 0.0)
+            readings.add_metric(labels(meter), meter.complete_readings)
+            if meter.last_good:
+                last.add_metric(labels(meter), meter.last_good)
+            requests.add_metric(labels(meter), meter.requests)
+            for kind in ERROR_KINDS:
+                errors.add_metric(labels(meter) + [kind], meter.errors.get(kind, 0))
+        yield from (up, readings, last, requests, errors)
+
+    def _bus(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("sdm_bus_connected", "1 while the serial adapter is open.",
+                                value=1.0 if self.hub.bus.get("Connected") else 0.0)
+        yield CounterMetricFamily("sdm_bus_reopens", "Times the serial adapter was opened again after a failure.",
+                                  value=float(self.hub.bus.get("Reconnects", 0)))
+
+
+def registry_for(hub: Hub) -> CollectorRegistry:
+    """The hub's metrics plus the process's own (CPU, memory, open files)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HubCollector(hub))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def add_metrics_route(app: bottle.Bottle, hub: Hub) -> None:
+    """``GET /metrics`` in the Prometheus text format (OpenMetrics when the scraper asks for it)."""
+    registry = registry_for(hub)
+
+    @app.get("/metrics")
+    def metrics():
+        encoder, content_type = choose_encoder(bottle.request.get_header("Accept", ""))
+        bottle.response.content_type = content_type
+        return encoder(registry)

@@ -1,0 +1,108 @@
+"""The MQTT output's pure parts: broker URLs, flags, topic names, the energy counter guard."""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sdm.mqtt import Broker, CounterGuard, add_mqtt_flags, parse_broker, settings_from_args
+from sdm.topics import Topics, check_base, topic_safe
+
+
+@pytest.mark.parametrize("url,broker", [
+    ("tcp://127.0.0.1:1883", Broker("127.0.0.1", 1883, False)),
+    ("127.0.0.1", Broker("127.0.0.1", 1883, False)),
+    ("broker.local:1884", Broker("broker.local", 1884, False)),
+    ("ssl://broker.local", Broker("broker.local", 8883, True)),
+    ("mqtts://[::1]:8884", Broker("::1", 8884, True)),
+])
+def test_broker_urls(url, broker):
+    assert parse_broker(url) == broker
+
+
+@pytest.mark.parametrize("url", ["http://host:1883", "tcp://host:port", "tcp://:1883", "tcp://host:1883/x",
+                                 "tcp://host:99999"])
+def test_bad_broker_urls_say_why(url):
+    with pytest.raises(ValueError, match="broker"):
+        parse_broker(url)
+
+
+def args(*argv):
+    parser = argparse.ArgumentParser()
+    add_mqtt_flags(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_mqtt_is_off_without_a_broker_and_the_flags_of_the_original_work():
+    assert settings_from_args(args()) is None
+    settings = settings_from_args(args("-b", "tcp://127.0.0.1:1883", "-t", "home/meters", "-i", "gw2",
+                                       "-q", "1", "-r", "5", "-l", "--user", "u", "--password", "p"))
+    assert (settings.base, settings.client_id, settings.qos, settings.rate, settings.clean) == \
+        ("home/meters", "gw2", 1, 5.0, True)
+    assert (settings.user, settings.password, settings.ha_prefix) == ("u", "p", None)
+    assert settings_from_args(args("-b", "h", "--ha-discovery")).ha_prefix == "homeassistant"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-t", "a/#"], "topic"), (["-t", "/a"], "topic"), (["-r", "-1"], "rate"), (["--mqtt-queue", "0"], "queue"),
+    (["--mqtt-ca", "/nonexistent.pem"], "mqtt-ca"), (["--ha-discovery", "--ha-prefix", "+"], "topic"),
+])
+def test_bad_mqtt_flags_say_why(argv, message):
+    with pytest.raises(ValueError, match=message):
+        settings_from_args(args("-b", "tcp://127.0.0.1:1883", *argv))
+
+
+@given(st.text(max_size=30))
+def test_topic_safe_leaves_no_wildcard_separator_or_space(text):
+    safe = topic_safe(text)
+    assert safe and not any(c in safe for c in "#+/\x00") and not any(c.isspace() for c in safe)
+    assert topic_safe(safe) == safe
+
+
+def test_topics_of_a_meter():
+    topics = Topics(check_base("sdm630"))
+    assert topics.state("Meter #1") == "sdm630/Meter_1/state"
+    assert topics.availability("a/b") == "sdm630/a_b/availability"
+    assert topics.value("Instrument1", "VolLocPhsA") == "sdm630/Instrument1/VolLocPhsA"
+    assert topics.status == "sdm630/status"
+
+
+readings_series = st.lists(st.tuples(st.one_of(st.none(), st.floats(0, 1e6)), st.floats(-1e4, 1e4)),
+                           min_size=1, max_size=40)
+
+
+@given(readings_series)
+def test_counter_guard_never_lets_energy_fall_and_passes_the_rest(series):
+    guard = CounterGuard()
+    published = []
+    for energy, power in series:
+        out = guard.apply(7, {"TotkWhImport": energy, "TotW": power})
+        assert out["TotW"] == power
+        published.append(out["TotkWhImport"])
+    seen = [v for v in published if v is not None]
+    assert seen == sorted(seen)
+    first = next((i for i, v in enumerate(published) if v is not None), len(published))
+    assert None not in published[first:]
+    highest = None
+    for (energy, _), out in zip(series, published):
+        if energy is not None and (highest is None or energy >= highest):
+            assert out == energy
+            highest = energy
+
+
+def test_counter_guard_keeps_meters_apart():
+    guard = CounterGuard()
+    guard.apply(1, {"TotkWhExport": 500.0})
+    assert guard.apply(2, {"TotkWhExport": 10.0}) == {"TotkWhExport": 10.0}
+    assert guard.apply(1, {"TotkWhExport": 10.0}) == {"TotkWhExport": 500.0}
+
+
+def test_the_sdm630_alias_of_old_systemd_units_runs_the_daemon():
+    done = subprocess.run([str(Path(sys.executable).parent / "sdm630"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "--broker" in done.stdout and "--serialadapter" in done.stdout
