@@ -210,6 +210,10 @@ class Poller:
         self.transport.close()
         self.hub.bus["Connected"] = False
         self._outage_logged = True
+        self._meters_unreachable()
+
+    def _meters_unreachable(self) -> None:
+        """Without an adapter no meter can answer: none is served as current."""
         for reader in self.readers:
             if reader.available:
                 reader.lost_bus()
@@ -222,6 +226,7 @@ class Poller:
             if not self._outage_logged:
                 log.error("bus: %s; retrying with back-off", err)
                 self._outage_logged = True
+                self._meters_unreachable()
             else:
                 log.debug("bus: %s; next attempt in %.1f s", err, self._reopen_delay)
             time.sleep(self._reopen_delay)
