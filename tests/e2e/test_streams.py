@@ -11,12 +11,10 @@ import websocket
 
 from sdm.measurements import describe
 from sdm.meters.registry import lookup
-from tests.support import wait_until
+from tests.support import GOSDM_KEYS, wait_until
 
 DEVICES = "sdm630:1,sdm120:2,janitza:26"
 NAMES = {1: lookup("sdm630").names, 2: lookup("sdm120").names, 26: lookup("janitza").names}
-GOSDM_KEYS = ["UniqueId", "Timestamp", "Unix", "ModbusDeviceId", "Power", "Voltage", "Current", "Cosphi",
-              "Import", "TotalImport", "Export", "TotalExport", "THD", "Frequency"]
 
 
 @pytest.fixture
