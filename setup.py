@@ -27,6 +27,7 @@ setup(
             "sdm630=sdm.cli.httpd:main",
             "sdm_detect=sdm.cli.detect:main",
             "sdm630_logger=sdm.cli.logger:main",
+            "sdm630_monitor=sdm.cli.monitor:main",
             "sdm_simulator=simulator.cli:main",
             "sdm_demo=simulator.demo:main",
         ],

@@ -104,18 +104,23 @@ class Follower:
 
     def take(self, reply: Tuple[int, bytes]) -> List[Sample]:
         """The samples of one reply; moves the cursor past its events."""
-        events = self._events(reply)
         samples = []
-        for event in events:
-            stamp = event.get("timestamp") if isinstance(event, dict) else None
-            if isinstance(stamp, int) and not isinstance(stamp, bool):
-                self.since = max(self.since or stamp, stamp)
+        for event in self.events(reply):
             sample = to_sample(event)
             if sample is None:
                 self.ignored += 1
             else:
                 samples.append(sample)
         return samples
+
+    def events(self, reply: Tuple[int, bytes]) -> List[Any]:
+        """The events of one reply, as they came (none for a timeout); moves the cursor past them."""
+        events = self._events(reply)
+        for event in events:
+            stamp = event.get("timestamp") if isinstance(event, dict) else None
+            if isinstance(stamp, int) and not isinstance(stamp, bool):
+                self.since = max(self.since or stamp, stamp)
+        return events
 
     def fetch(self, wait: int) -> Tuple[int, bytes]:
         """(HTTP status, body) of one request on a fresh connection (a long poll outlives any keep-alive)."""

@@ -146,6 +146,14 @@ class MeterReader:
             self.attempts = 0
             self._done()
 
+    def lost_bus(self) -> None:
+        """The adapter is gone: nothing this meter said can be refreshed; probe it when it is back."""
+        self.available = False
+        self.pending.clear()
+        self.attempts = 0
+        self.failures = 0
+        self.backoff = self.settings.reprobe_min
+
     def _refused(self, block: Block) -> None:
         """The meter said 'illegal data address': read the block's values one by one,
         or stop asking for a single value it does not have; remembered for good
@@ -180,6 +188,7 @@ class Poller:
         self._running = False
         self._reopen_delay = self.settings.reopen_min
         self._opened_before = False
+        self._outage_logged = False
         hub.bus["Device"] = getattr(transport, "path", "")
 
     def stop(self) -> None:
@@ -238,16 +247,30 @@ class Poller:
             self.hub.set_status(reader.device_id, UNAVAILABLE)
 
     def _adapter_lost(self, err: TransportError) -> None:
-        log.error("bus: %s; reopening with back-off", err)
+        """Logged once per outage; every meter turns unavailable until the adapter is back."""
+        log.error("bus: adapter lost (%s); reopening with back-off", err)
         self.transport.close()
         self.hub.bus["Connected"] = False
+        self._outage_logged = True
+        self._meters_unreachable()
+
+    def _meters_unreachable(self) -> None:
+        """Without an adapter no meter can answer: none is served as current."""
+        for reader in self.readers:
+            if reader.available:
+                reader.lost_bus()
+                self.hub.set_status(reader.device_id, UNAVAILABLE)
 
     def _reopen(self) -> bool:
         try:
             self.transport.open()
         except TransportError as err:
-            if self._reopen_delay == self.settings.reopen_min:
+            if not self._outage_logged:
                 log.error("bus: %s; retrying with back-off", err)
+                self._outage_logged = True
+                self._meters_unreachable()
+            else:
+                log.debug("bus: %s; next attempt in %.1f s", err, self._reopen_delay)
             time.sleep(self._reopen_delay)
             self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
             return False
@@ -255,6 +278,9 @@ class Poller:
             self.hub.bus["Reconnects"] += 1
             log.info("bus: %s open again", self.transport.path)
         self._opened_before = True
+        self._outage_logged = False
         self.hub.bus["Connected"] = True
         self._reopen_delay = self.settings.reopen_min
+        for reader in self.readers:
+            reader.ready_at = 0.0     # probe every meter at once
         return True

@@ -4,6 +4,12 @@ umodbus builds the request ADU and parses the payload; the reading and every
 check umodbus leaves out (slave id, function code, byte count) are ours, so
 a late or stray frame is never taken for the answer.  Each way an exchange
 can fail is its own exception, with a ``kind`` that /status counts.
+
+MODBUS/RTU has no transaction id: a late reply to an earlier request that
+arrives after the next request went out looks like a good answer when both
+requests have the same shape (a retry does).  Such a reply is always followed
+by the real answer, so a reply must stand alone: bytes within the inter-frame
+silence after it make the exchange ``malformed``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import List, Optional, Protocol
 
 from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
+
+from .transport import silence_time
 
 REQUEST_BYTES = 8          # slave, fc, address (2), count (2), CRC (2)
 REPLY_OVERHEAD = 5         # slave, fc, byte count, CRC (2)
@@ -94,6 +102,13 @@ def crc_ok(frame: bytes) -> bool:
     return len(frame) >= 4 and get_crc(frame[:-2]) == frame[-2:]
 
 
+def check_alone(line: Line) -> None:
+    """A complete reply must be followed by silence; more bytes mean two frames ran together
+    (a late answer and this one, or noise), and neither can be trusted."""
+    if line.read(1, time.monotonic() + silence_time(line.char_time)):
+        raise MalformedReply("more bytes right after the reply (a late answer or a collision)")
+
+
 def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[float] = None) -> List[int]:
     """Read and check the reply to ``request``; the registers, or a ModbusError.
 
@@ -114,6 +129,7 @@ def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[f
         frame = head + line.read(EXCEPTION_BYTES - 3, deadline)
         if len(frame) < EXCEPTION_BYTES:
             raise ShortReply("exception reply cut short")
+        check_alone(line)
         if not crc_ok(frame):
             raise CRCError("bad CRC on exception reply")
         raise ExceptionReply(frame[2])
@@ -124,6 +140,7 @@ def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[f
     frame = head + line.read(2 * count + 2, deadline)
     if len(frame) < reply_bytes(count):
         raise ShortReply(f"reply cut short after {len(frame)} of {reply_bytes(count)} bytes")
+    check_alone(line)
     if not crc_ok(frame):
         raise CRCError("bad CRC")
     return list(umodbus_rtu.parse_response_adu(frame, request))

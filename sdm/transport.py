@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import time
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 import serial
+from gevent import monkey
 
 
 class TransportError(Exception):
@@ -61,6 +63,15 @@ def silence_time(char_time: float) -> float:
     return max(3.5 * char_time, 0.00175)
 
 
+_select_now = monkey.get_original("select", "select")
+
+
+def ready_now(fd: int) -> bool:
+    """Readable (data or a hang-up) at this instant.  gevent's select can miss the
+    hang-up of an unplugged adapter once; the plain system call, not waiting, cannot."""
+    return bool(_select_now([fd], [], [], 0)[0])
+
+
 class SerialTransport:
     """An RS485 adapter: open, write frames with the silence between them, read by deadline."""
 
@@ -70,7 +81,7 @@ class SerialTransport:
         self.char_time = settings.char_time
         self._port: Optional[serial.Serial] = None
         self._fd = -1
-        self._quiet_since = 0.0
+        self._quiet_since = 0.0   # when the line last carried a byte, ours or a meter's
 
     @property
     def is_open(self) -> bool:
@@ -100,7 +111,8 @@ class SerialTransport:
         self._require_open()
         try:
             self._port.reset_input_buffer()
-        except (serial.SerialException, OSError, TypeError) as err:
+        except (serial.SerialException, OSError, TypeError, termios.error) as err:
+            # termios.error is not an OSError: an unplugged adapter raises it here
             raise TransportError(f"{self.path}: {err}") from err
 
     def write(self, data: bytes) -> None:
@@ -110,9 +122,11 @@ class SerialTransport:
         if wait > 0:
             time.sleep(wait)
         try:
-            os.write(self._fd, data)
+            written = os.write(self._fd, data)
         except OSError as err:
             raise TransportError(f"{self.path}: write failed: {err}") from err
+        if written != len(data):
+            raise TransportError(f"{self.path}: only {written} of {len(data)} bytes written")
         self._quiet_since = time.monotonic() + len(data) * self.char_time
 
     def read(self, size: int, deadline: float) -> bytes:
@@ -123,19 +137,20 @@ class SerialTransport:
             if buf:
                 self._await_rest(size - len(buf), deadline)
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             try:
-                ready, _, _ = select.select([self._fd], [], [], remaining)
-                if not ready:
+                if remaining > 0:
+                    ready = select.select([self._fd], [], [], remaining)[0]
+                if (remaining <= 0 or not ready) and not ready_now(self._fd):
                     break
                 chunk = os.read(self._fd, size - len(buf))
+            except (BlockingIOError, InterruptedError):
+                continue   # a spurious wake-up, not a failing adapter
             except (OSError, ValueError) as err:
                 raise TransportError(f"{self.path}: read failed: {err}") from err
             if not chunk:
                 raise TransportError(f"{self.path}: adapter gone (end of file)")
             buf += chunk
-        self._quiet_since = time.monotonic()
+            self._quiet_since = time.monotonic()
         return bytes(buf)
 
     def _await_rest(self, missing: int, deadline: float) -> None:

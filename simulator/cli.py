@@ -6,11 +6,12 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from typing import Dict, List, Optional
 
 from sdm.meters.registry import parse_device_list, parse_slave_id
 
-from .line import PtyLine
+from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse_offline, parse_window
 from .meters import VirtualMeter
 from .pacing import paced, pacing_for
 from .physics import Physics
@@ -27,6 +28,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
     p.add_argument("--no-meter-code", default="", metavar="ID[,ID...]",
                    help="Eastron meters that do not answer the meter-code register 0xFC02")
+    p.add_argument("--faults", default="", metavar="FAULT=P[,...]",
+                   help="fault probabilities per request: crc, silent, late, truncated, garbage, exception, "
+                        "wrong_id, or all (spread evenly); e.g. all=0.05 or crc=0.01,late=0.01")
+    p.add_argument("--offline", action="append", default=[], metavar="ID@FROM-TO",
+                   help="meter ID stays silent from FROM to TO seconds after start; repeatable")
+    p.add_argument("--unplug", action="append", default=[], metavar="FROM-TO",
+                   help="close the pty from FROM to TO seconds after start, then come back on a new "
+                        "pty behind the same link; repeatable")
+    p.add_argument("--served-log", metavar="PATH",
+                   help="write every request, its outcome and the values served as JSON lines")
     p.add_argument("--garbage-id", default="", metavar="ID[,ID...]",
                    help="ids that answer every request with random bytes (a broken device)")
     p.add_argument("--energy-drop", type=float, default=None, metavar="S",
@@ -59,6 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    started = time.monotonic()
     try:
         pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
         no_code = parse_ids(args.no_meter_code)
@@ -67,12 +79,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         clash = set(garbage) & set(meters)
         if clash:
             raise ValueError(f"--garbage-id {min(clash)} is also a meter of -d")
-        line = PtyLine(args.link)
+        faults = parse_faults(args.faults)
+        offline = [parse_offline(item) for item in args.offline]
+        unplugged = [parse_window(item) for item in args.unplug]
+        served = ServedLog(open(args.served_log, "w", encoding="utf-8") if args.served_log else None)
+        line = PluggableLine(args.link, unplugged, served, started)
         line = paced(line, pacing)
     except (ValueError, OSError) as err:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
-    loop = SlaveLoop(line, meters, garbage, args.seed)
+    injector = FaultInjector(meters, faults, args.seed, offline, served, started)
+    loop = SlaveLoop(line, meters, garbage, args.seed, injector)
 
     def stop(*_):
         loop.running = False
@@ -86,7 +103,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         loop.serve_forever()
     finally:
         line.close()
-    log.info("stopped after %d answers", loop.served)
+        served.close()
+    log.info("stopped after %d answers; outcomes %s", loop.served, injector.counts)
     return 0
 
 

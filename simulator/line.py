@@ -15,15 +15,17 @@ class PtyLine:
     reopening the port never makes the master end fail.
     """
 
-    def __init__(self, link: str):
+    def __init__(self, link: str, publish: bool = True):
         self.link = link
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         tty.setraw(self.master)
         self.slave_path = os.ttyname(self.slave)
-        self._replace_link()
+        if publish:
+            self.publish()
 
-    def _replace_link(self) -> None:
+    def publish(self) -> None:
+        """Point the link at this pty (atomically replacing what it pointed to)."""
         tmp = f"{self.link}.{os.getpid()}.tmp"
         if os.path.lexists(tmp):
             os.unlink(tmp)

@@ -11,7 +11,7 @@ import logging
 import random
 import struct
 import time
-from typing import Collection, Dict, Iterator, Optional
+from typing import Callable, Collection, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -76,15 +76,21 @@ def garbage_reply(rng: random.Random) -> bytes:
             return noise
 
 
+# (request, correct reply or None, now) -> the bytes actually put on the line
+Disturb = Callable[[bytes, Optional[bytes], float], bytes]
+
+
 class SlaveLoop:
-    """Serves the virtual meters on one line until stopped; ids in ``garbage`` answer random bytes."""
+    """Serves the virtual meters on one line until stopped; ids in ``garbage`` answer random bytes,
+    ``disturb`` injects faults into the other answers (simulator/faults.py)."""
 
     def __init__(self, line, meters: Dict[int, VirtualMeter], garbage: Collection[int] = (),
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, disturb: Optional[Disturb] = None):
         self.line = line
         self.meters = meters
         self.garbage = frozenset(garbage)
         self.rng = random.Random(seed)
+        self.disturb = disturb
         self.finder = FrameFinder()
         self.running = True
         self.served = 0
@@ -101,6 +107,8 @@ class SlaveLoop:
                 reply = garbage_reply(self.rng)
             else:
                 reply = answer(self.meters, request)
+                if self.disturb is not None:
+                    reply = self.disturb(request, reply, now) or None
             log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
             if reply is not None:
                 self.line.write(reply)

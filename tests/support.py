@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sdm.readings import LAYOUT
+from simulator.faults import GATEWAY_KIND, OK
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# api.md section 3: the keys of gosdm630's Readings object, in its order
+GOSDM_KEYS = ["UniqueId", "Timestamp", "Unix", "ModbusDeviceId", "Power", "Voltage", "Current", "Cosphi",
+              "Import", "TotalImport", "Export", "TotalExport", "THD", "Frequency"]
 
 
 def free_port() -> int:
@@ -127,6 +134,16 @@ class Gateway(Process):
             wait_until(self._all_read, 15, what="a first reading of every meter")
         return self
 
+    def kill(self) -> None:
+        """End at once (SIGKILL), as a crash or a pulled plug would."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, wait_values: bool = True) -> Gateway:
+        """Start again on the same port after :meth:`kill` or :meth:`stop`."""
+        self.stop()
+        return self.start(wait_values)
+
     def _answers(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
@@ -138,3 +155,49 @@ class Gateway(Process):
     def _all_read(self) -> bool:
         meters = self.get("/status").json()["ConfiguredMeters"]
         return all(m["CompleteReadings"] > 0 for m in meters)
+
+
+def reading_values(reading: Dict[str, Any]) -> Dict[str, Any]:
+    """A Readings JSON object back to {measurement: value} for the values it has (not null)."""
+    values: Dict[str, Any] = {}
+
+    def walk(spec, obj):
+        if isinstance(spec, str):
+            if obj is not None:
+                values[spec] = obj
+        else:
+            for key, inner in spec.items():
+                walk(inner, obj[key])
+
+    for key, spec in LAYOUT:
+        walk(spec, reading[key])
+    return values
+
+
+class ServedValues:
+    """The clean replies of a simulator's served log (simulator/faults.py), to check published values."""
+
+    def __init__(self, records: List[Dict[str, Any]]):
+        self._replies: Dict[tuple, List[Dict[str, Any]]] = {}
+        for record in records:
+            if record.get("outcome") == OK:
+                for item in record.get("values", {}).items():
+                    self._replies.setdefault((record["slave"], *item), []).append(record["values"])
+
+    def served(self, slave: int, values: Dict[str, Any]) -> bool:
+        """True when one clean reply to ``slave`` carried every one of ``values``."""
+        if not values:
+            return True
+        candidates = self._replies.get((slave, *next(iter(values.items()))), [])
+        return any(all(name in reply and reply[name] == value for name, value in values.items())
+                   for reply in candidates)
+
+
+def expected_errors(records: List[Dict[str, Any]], slave: Optional[int] = None) -> Dict[str, int]:
+    """The gateway error counts, by kind, that a served log's outcomes stand for."""
+    counts: Dict[str, int] = {}
+    for record in records:
+        kind = GATEWAY_KIND.get(record.get("outcome"))
+        if kind and (slave is None or record["slave"] == slave):
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts

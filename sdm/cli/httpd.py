@@ -26,6 +26,8 @@ from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
 
+STOP_GRACE = 0.5   # seconds open HTTP connections get to finish on SIGTERM/SIGINT (exit within 2 s)
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdm630_httpd", description=__doc__)
@@ -56,6 +58,11 @@ def parser() -> argparse.ArgumentParser:
                    help="read energy counters, THD and frequency only every SECONDS (default "
                         f"{DEFAULT_SLOW_INTERVAL:g}), power, voltage, current and power factor every cycle; "
                         "for meter ID or every meter; repeatable (default: everything every cycle)")
+    p.add_argument("--max-ws-clients", type=int, default=200,
+                   help="websocket clients at a time; more are refused with close code 1013 "
+                        "(default: %(default)s)")
+    p.add_argument("--max-long-polls", type=int, default=200,
+                   help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
     add_mqtt_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
@@ -86,21 +93,25 @@ def build(args: argparse.Namespace):
                             reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
                             schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
     poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
+    if args.max_ws_clients < 0 or args.max_long_polls < 0:
+        raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
     return hub, poller
 
 
 def build_http(args: argparse.Namespace, hub: Hub):
-    """The HTTP server on the hub (ValueError or OSError for a bad or busy --url).
+    """The streams and the HTTP server on the hub (ValueError or OSError for a bad or busy --url).
 
-    Its modules are imported here rather than at the top: main() calls this once
-    the poller has sent its first request, so that bottle, prometheus_client and
-    the rest load while that request is on the wire (the first value is there
-    sooner after a start).
+    Their modules are imported here rather than at the top: main() calls this
+    once the poller has sent its first request, so that bottle, prometheus_client
+    and the rest load while that request is on the wire (the first value is
+    there sooner after a start).
     """
     from ..api import fast_last, make_app
     from ..server import make_server
-    from ..streams import mount as mount_streams
-    return make_server(fast_last(hub, mount_streams(make_app(hub), hub)), args.url, access_log=args.verbose)
+    from ..streams import Streams
+    from ..streams.ws import WsSettings
+    streams = Streams(hub, WsSettings(max_clients=args.max_ws_clients), max_long_polls=args.max_long_polls)
+    return streams, make_server(fast_last(hub, streams.mount(make_app(hub))), args.url, access_log=args.verbose)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -117,22 +128,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     poll = gevent.spawn(poller.run)
     gevent.sleep(silence_time(poller.transport.char_time) + 0.002)   # its first request goes out meanwhile
     try:
-        server = build_http(args, hub)
+        streams, server = build_http(args, hub)
     except (ValueError, OSError) as err:
         poll.kill()
         if mqtt:
-            mqtt.stop()
+            mqtt.stop(timeout=0.5)
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
 
     def shutdown():
+        """Stop polling (the kill ends a read or a back-off sleep and closes the port), end the
+        streams cleanly, then HTTP."""
         if server.closed:
             return
         log.info("stopping")
         poller.stop()
+        poll.kill(block=False)
         if mqtt:
-            mqtt.stop()
-        server.stop(timeout=1)
+            mqtt.stop(timeout=0.5)
+        streams.stop()
+        server.stop(timeout=STOP_GRACE)
 
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)

@@ -32,10 +32,10 @@ MAX_SLAVE_ID = 247
 
 def parse_slave_id(text: str) -> int:
     """A MODBUS slave id 1-247; ValueError with a readable message otherwise."""
-    try:
-        number = int(text.strip())
-    except ValueError:
-        raise ValueError(f"meter id {text!r} is not a number") from None
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):   # int() would take "+1", "1_0" and non-ASCII digits
+        raise ValueError(f"meter id {text!r} is not a number")
+    number = int(digits)
     if not 1 <= number <= MAX_SLAVE_ID:
         raise ValueError(f"meter id {number} is out of range 1-{MAX_SLAVE_ID}")
     return number

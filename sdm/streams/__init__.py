@@ -34,9 +34,9 @@ class Streams:
     """The firehose, the websocket broadcaster and the status ticker of one hub."""
 
     def __init__(self, hub: Hub, ws_settings: Optional[WsSettings] = None,
-                 status_interval: float = STATUS_INTERVAL):
+                 status_interval: float = STATUS_INTERVAL, max_long_polls: int = 200):
         self.hub = hub
-        self.firehose = Firehose(hub)
+        self.firehose = Firehose(hub, max_waiting=max_long_polls)
         self.broadcaster = Broadcaster(hub, ws_settings)
         self.ticker = gevent.spawn(status_ticker, hub, status_interval)
 
@@ -46,11 +46,8 @@ class Streams:
         return app
 
     def stop(self) -> None:
+        """End every stream cleanly: long polls answered, websockets closed with 1001."""
         self.ticker.kill()
+        self.firehose.close()
         self.broadcaster.stop()
         self.hub.unsubscribe(self.firehose.on_event)
-
-
-def mount(app: bottle.Bottle, hub: Hub) -> bottle.Bottle:
-    """Add /firehose and /ws to ``app`` and start what feeds them; returns ``app``."""
-    return Streams(hub).mount(app)

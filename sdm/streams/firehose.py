@@ -64,8 +64,7 @@ class EventBuffer:
         stamp = self._stamp()
         head = b'{"timestamp":%d,"category":"%s","data":' % (stamp, category.encode())
         self._buffers[category].extend((stamp, head + compact(p) + b"}") for p in payloads)
-        arrived, self._arrived = self._arrived, Event()
-        arrived.set()
+        self.wake()
 
     def newer(self, categories: Iterable[str], cursor: int) -> List[bytes]:
         """Events of ``categories`` stamped after ``cursor``, oldest first."""
@@ -81,8 +80,12 @@ class EventBuffer:
         return [event for _, event in heapq.merge(*found, key=itemgetter(0))]
 
     def wait(self, timeout: float) -> None:
-        """Sleep until the next publish or ``timeout`` s."""
+        """Sleep until the next publish, a wake() or ``timeout`` s."""
         self._arrived.wait(timeout)
+
+    def wake(self) -> None:
+        arrived, self._arrived = self._arrived, Event()
+        arrived.set()
 
 
 def parse_integer(text: str, low: int, high: int) -> Optional[int]:
@@ -94,11 +97,22 @@ def parse_integer(text: str, low: int, high: int) -> Optional[int]:
 
 
 class Firehose:
-    """The /firehose route and the hub subscriber that fills its buffer."""
+    """The /firehose route and the hub subscriber that fills its buffer.
 
-    def __init__(self, hub: Hub, buffer: Optional[EventBuffer] = None):
+    At most ``max_waiting`` requests wait at a time; one more gets a 503 at once.
+    """
+
+    def __init__(self, hub: Hub, buffer: Optional[EventBuffer] = None, max_waiting: int = 200):
         self.buffer = buffer or EventBuffer()
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self.closed = False
         hub.subscribe(self.on_event)
+
+    def close(self) -> None:
+        """Answer every waiting request now (as a timeout) and every later one at once."""
+        self.closed = True
+        self.buffer.wake()
 
     def on_event(self, event: object) -> None:
         if isinstance(event, MeterUpdate):
@@ -134,7 +148,15 @@ class Firehose:
         if category not in CATEGORIES:
             return self._bad(compact({"error": f"Unknown category {category!r}; use one of "
                                                 f"{', '.join(CATEGORIES)}."}))
-        return self._poll(CATEGORIES[category], cursor, timeout)
+        if self.waiting >= self.max_waiting:
+            bottle.response.status = 503
+            bottle.response.set_header("Retry-After", "1")
+            return compact({"error": f"too many long-poll clients (at most {self.max_waiting}); try again later"})
+        self.waiting += 1
+        try:
+            return self._poll(CATEGORIES[category], cursor, timeout)
+        finally:
+            self.waiting -= 1
 
     def _poll(self, categories: Tuple[str, ...], cursor: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
@@ -143,7 +165,7 @@ class Firehose:
             if events:
                 return b'{"events":[' + b",".join(events) + b"]}"
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.closed:
                 return b'{"timeout":"no events before timeout","timestamp":%d}' % int(time.time() * 1000)
             self.buffer.wait(remaining)
 

@@ -11,13 +11,16 @@ Formats (``/ws?format=...``):
 A new client first gets the current readings of every available meter and the
 status, so a fresh page is never empty.
 
-Fan-out: the hub hands each event to the broadcaster's queue (the poller does
-nothing more); the broadcaster greenlet encodes it once per format into the
-bytes of complete websocket frames (server frames are unmasked, so the bytes
-are the same for everyone) and offers them to every client's bounded queue.
-Each client has its own writer greenlet, the only one writing its socket.  A
-client whose queue is full is dropped; one that sends nothing (not even the
-pong to our pings) for ``idle_timeout`` s is taken as vanished and dropped.
+Fan-out: the hub hands each event to the broadcaster's inbox (the poller does
+nothing more).  The broadcaster greenlet takes whatever waits there as one
+round, encodes it once per format into the bytes of complete websocket frames
+(server frames are unmasked, so the bytes are the same for everyone) and
+offers them to every client: sent at once when the client's socket takes
+them, else put in the client's bounded queue, drained by the client's own
+writer greenlet.  After a round it rests as long as the round took, so with
+many clients the rounds grow instead of the poller starving.  A client whose
+queue is full is dropped; one that sends nothing (not even the pong to our
+pings) for ``idle_timeout`` s is taken as vanished and dropped.
 """
 
 from __future__ import annotations
@@ -48,15 +51,24 @@ FORMATS = (FRAMES, READINGS)
 MAX_CLIENT_FRAME = 4096     # clients only send control frames; more is abuse
 YIELD_EVERY = 64            # clients served between two yields of the broadcaster
 STOP = b""                  # writer sentinel: leave after what was queued before
+COALESCE = 64               # queued rounds a writer that fell behind sends in one write
+ROUND = 1024                # hub events broadcast together at most
+MAX_PAUSE = 0.5             # s, longest rest of the broadcaster between two rounds
 
 
 @dataclass(frozen=True)
 class WsSettings:
-    queue: int = 256              # updates a client may fall behind before it is dropped
+    queue: int = 256              # rounds of updates a client may fall behind before it is dropped
     ping_interval: float = 20.0   # s between our pings
     idle_timeout: float = 60.0    # s without any frame from the client (pongs count): vanished
     send_buffer: int = 64 * 1024  # kernel send buffer per client, bytes (bounds kernel memory)
     inbox: int = 4096             # hub events waiting for the broadcaster
+    max_clients: int = 200        # connected clients; one more is refused (close code 1013)
+
+
+GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
@@ -65,6 +77,7 @@ def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
 
 
 PING = frame(b"", WebSocket.OPCODE_PING)
+GOODBYE = frame(struct.pack("!H", GOING_AWAY) + b"server stopping", WebSocket.OPCODE_CLOSE)
 
 
 def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
@@ -75,6 +88,13 @@ def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestam
 
 def readings_frame(meter: MeterState) -> bytes:
     return frame(meter.readings_json().rstrip(b"\n"))
+
+
+def refuse(ws: WebSocket, code: int, reason: str) -> str:
+    """End a connection right after the handshake with a close frame saying why."""
+    ws.stream.write(frame(struct.pack("!H", code) + reason.encode()[:120], WebSocket.OPCODE_CLOSE))
+    ws.closed = True          # its own close() would drop the code (library bug)
+    return ""
 
 
 class Client:
@@ -89,12 +109,28 @@ class Client:
         self.sock = ws.handler.socket
         self._send = ws.stream.write
         self.queue: Queue = Queue(settings.queue)
+        self.sending = False                 # the writer is inside a write
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
         self.sock.settimeout(settings.idle_timeout)
         self.writer = gevent.spawn(self._write)
 
     def offer(self, data: bytes) -> bool:
-        """Queue frames for the writer; False when the client is too far behind."""
+        """Send or queue frames; False when the client is too far behind.
+
+        When the writer is idle, whatever the socket takes at once is sent right
+        here (no greenlet switch); only the rest is queued for the writer.
+        """
+        if not self.sending and self.queue.empty():
+            try:
+                sent = self.sock.send(data, 0, 0.0)     # gevent: timeout 0, never waits
+            except BlockingIOError:
+                sent = 0
+            except OSError as err:
+                self.end(f"send failed ({err})")
+                return True
+            if sent == len(data):
+                return True
+            data = data[sent:]
         try:
             self.queue.put_nowait(data)
             return True
@@ -116,16 +152,24 @@ class Client:
             while True:
                 wait = next_ping - time.monotonic()
                 if wait <= 0:
-                    self._send(PING)
+                    self.offer(PING)
                     next_ping = time.monotonic() + self.settings.ping_interval
                     continue
                 try:
-                    data = self.queue.get(timeout=wait)
+                    batch = [self.queue.get(timeout=wait)]
                 except Empty:
                     continue
-                if data is STOP:
+                while batch[-1] is not STOP and len(batch) < COALESCE and not self.queue.empty():
+                    batch.append(self.queue.get_nowait())   # behind: one write for several updates
+                data = b"".join(batch)
+                if data:
+                    self.sending = True
+                    try:
+                        self._send(data)
+                    finally:
+                        self.sending = False
+                if batch[-1] is STOP:
                     return
-                self._send(data)
         except OSError as err:
             self.end(f"send failed ({err})")
 
@@ -155,7 +199,8 @@ class Client:
     def finish_politely(self, code: bytes) -> None:
         """Answer the client's close frame after what is already queued, then stop."""
         self.reason = "closed by the client"
-        if self.offer(frame(bytes(code), WebSocket.OPCODE_CLOSE)) and self.offer(STOP):
+        if self.offer(frame(bytes(code), WebSocket.OPCODE_CLOSE)) and not self.queue.full():
+            self.queue.put_nowait(STOP)
             self.writer.join(timeout=2)
 
     def close(self) -> None:
@@ -180,13 +225,19 @@ class Broadcaster:
     def mount(self, app: bottle.Bottle) -> None:
         app.route("/ws", "GET", self.handle)
 
-    def stop(self) -> None:
-        """Stop broadcasting and cut every client."""
+    def stop(self, grace: float = 0.5) -> None:
+        """Stop broadcasting; tell every client we are going away (close code 1001), give
+        their writers ``grace`` s in all to send that, then cut whoever is left."""
         self.hub.unsubscribe(self.on_event)
         self.greenlet.kill()
-        for clients in self.clients.values():
-            for client in list(clients):
-                client.end("server stopping")
+        clients = [client for group in self.clients.values() for client in group]
+        for client in clients:
+            client.reason = client.reason or "server stopping"
+            if client.offer(GOODBYE) and not client.queue.full():
+                client.queue.put_nowait(STOP)
+        gevent.joinall([client.writer for client in clients], timeout=grace)
+        for client in clients:
+            client.end("server stopping")
 
     # -- fan-out -----------------------------------------------------------------
     def on_event(self, event: object) -> None:
@@ -200,32 +251,45 @@ class Broadcaster:
             self._overflowed = True
 
     def _run(self) -> None:
-        for event in self.inbox:
+        """Whatever waits in the inbox goes out together, as one write per client: under
+        load the rounds grow, so a client costs one write per round, not one per update."""
+        while True:
+            events = [self.inbox.get()]
+            while len(events) < ROUND and not self.inbox.empty():
+                events.append(self.inbox.get_nowait())
+            started = time.monotonic()
             try:
-                self.broadcast(event)
+                self.broadcast(events)
             except Exception:   # one bad event must not end every stream
-                log.exception("websocket: broadcasting %r failed", event)
+                log.exception("websocket: broadcasting %d events failed", len(events))
+            # As long again for everyone else: fan-out never takes more than about
+            # half the process from the poller; the next round carries what came meanwhile.
+            gevent.sleep(min(time.monotonic() - started, MAX_PAUSE))
 
-    def broadcast(self, event: object) -> None:
+    def broadcast(self, events: List[object]) -> None:
         for fmt, clients in self.clients.items():
-            data = self.encode(event, fmt) if clients else b""
+            data = self.encode(events, fmt) if clients else b""
             if data:
                 self._offer_all(list(clients), data)
 
-    def encode(self, event: object, fmt: str) -> bytes:
-        if isinstance(event, StatusUpdate):
-            return frame(compact(event.status))
-        if isinstance(event, MeterUpdate):
-            if fmt == READINGS:
-                return readings_frame(self.hub.meters[event.device_id])
-            return meter_frames(event.device_id, event.values, event.timestamp)
-        return b""
+    def encode(self, events: List[object], fmt: str) -> bytes:
+        """The frames of a round; in the readings format one frame per meter is enough."""
+        parts: Dict[object, bytes] = {}
+        for number, event in enumerate(events):
+            if isinstance(event, StatusUpdate):
+                parts[number] = frame(compact(event.status))
+            elif isinstance(event, MeterUpdate) and fmt == READINGS:
+                parts.pop(event.device_id, None)       # its newest state, at its latest place
+                parts[event.device_id] = readings_frame(self.hub.meters[event.device_id])
+            elif isinstance(event, MeterUpdate):
+                parts[number] = meter_frames(event.device_id, event.values, event.timestamp)
+        return b"".join(parts.values())
 
     def _offer_all(self, clients: List[Client], data: bytes) -> None:
         for count, client in enumerate(clients, start=1):
             if not client.offer(data):
                 self.clients[client.format].discard(client)
-                client.end(f"{self.settings.queue} updates behind")
+                client.end(f"{self.settings.queue} rounds of updates behind")
             if count % YIELD_EVERY == 0:
                 gevent.sleep(0)    # let the poller and the HTTP side in
 
@@ -252,10 +316,11 @@ class Broadcaster:
         fmt = bottle.request.query.get("format", FRAMES)
         if fmt not in FORMATS:
             log.info("websocket %s: refused, unknown format %r", name, fmt)
-            reason = f"unknown format {fmt!r}: use frames or readings".encode()
-            ws.stream.write(frame(struct.pack("!H", 1008) + reason[:120], WebSocket.OPCODE_CLOSE))
-            ws.closed = True          # its own close() would drop the code (library bug)
-            return ""
+            return refuse(ws, POLICY_VIOLATION, f"unknown format {fmt!r}: use frames or readings")
+        if self.count() >= self.settings.max_clients:
+            log.warning("websocket %s: refused, already %d clients", name, self.count())
+            return refuse(ws, TRY_AGAIN_LATER, f"too many clients (at most {self.settings.max_clients}); "
+                                               "try again later")
         client = Client(ws, fmt, self.settings, name)
         client.offer(self.snapshot(fmt))
         self.clients[fmt].add(client)

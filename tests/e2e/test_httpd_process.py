@@ -67,7 +67,8 @@ def test_missing_adapter_keeps_http_up(tmp_path, gateway):
     gw = gateway(tmp_path / "no-such-tty", "sdm:1", wait_values=False)
     status = gw.get("/status").json()
     assert status["Bus"] == {"Device": str(tmp_path / "no-such-tty"), "Connected": False, "Reconnects": 0}
-    assert gw.get("/last/1").status == 200   # configured, never read: all null
+    assert gw.get("/last/1").status == 503   # nothing can be read without the adapter
+    assert gw.get("/last").json() == []
 
 
 def test_sigterm_stops_cleanly(simulator, gateway):

@@ -6,11 +6,9 @@ import pytest
 
 from sdm.meters.registry import MODELS, lookup
 from sdm.readings import layout_names
-from tests.support import wait_until
+from tests.support import GOSDM_KEYS, wait_until
 
 ALL_TYPES = "sdm630:1,sdm120:2,sdm220:3,sdm230:4,sdm530:5,janitza:26,dzg:36"
-GOSDM_KEYS = ["UniqueId", "Timestamp", "Unix", "ModbusDeviceId", "Power", "Voltage", "Current", "Cosphi",
-              "Import", "TotalImport", "Export", "TotalExport", "THD", "Frequency"]
 
 
 @pytest.fixture

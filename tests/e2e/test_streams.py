@@ -11,12 +11,10 @@ import websocket
 
 from sdm.measurements import describe
 from sdm.meters.registry import lookup
-from tests.support import wait_until
+from tests.support import GOSDM_KEYS, wait_until
 
 DEVICES = "sdm630:1,sdm120:2,janitza:26"
 NAMES = {1: lookup("sdm630").names, 2: lookup("sdm120").names, 26: lookup("janitza").names}
-GOSDM_KEYS = ["UniqueId", "Timestamp", "Unix", "ModbusDeviceId", "Power", "Voltage", "Current", "Cosphi",
-              "Import", "TotalImport", "Export", "TotalExport", "THD", "Frequency"]
 
 
 @pytest.fixture
@@ -198,7 +196,7 @@ def test_a_stuck_client_is_dropped_while_a_healthy_one_keeps_receiving(bus):
     reader = gevent.spawn(collect, healthy, arrivals)
     stuck = ws_connect(bus, sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     try:
-        wait_until(lambda: "updates behind" in bus.log(), 60, interval=0.2, what="the stuck client dropped")
+        wait_until(lambda: "rounds of updates behind" in bus.log(), 60, interval=0.2, what="the stuck client dropped")
         dropped_at = time.time()
         wait_until(lambda: arrivals and arrivals[-1][0] > dropped_at + 1, 10, what="frames after the drop")
     finally:
@@ -206,7 +204,7 @@ def test_a_stuck_client_is_dropped_while_a_healthy_one_keeps_receiving(bus):
         reader.join(timeout=5)
         stuck.close()
     gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
-    assert max(gaps) < 2.0, "the healthy client stalled"
+    assert max(gaps) < 3.0, "the healthy client stalled"
     assert bus.proc.poll() is None
 
 
@@ -214,18 +212,18 @@ def test_two_hundred_concurrent_clients_all_receive_updates(bus):
     started_ms = int(time.time() * 1000)
     clients = [ws_connect(bus) for _ in range(200)]
 
-    def live_update(ws):
-        while True:
-            msg = json.loads(ws.recv())
-            if not is_status(msg) and msg["Timestamp"] > started_ms:
-                return msg["Timestamp"]
+    def first_live_update(ws):
+        """Read past the snapshot to the first update read after the test began, then leave."""
+        try:
+            while True:
+                msg = json.loads(ws.recv())
+                if not is_status(msg) and msg["Timestamp"] > started_ms:
+                    return msg["Timestamp"]
+        finally:
+            ws.shutdown()
 
-    try:
-        readers = [gevent.spawn(live_update, ws) for ws in clients]
-        gevent.joinall(readers, timeout=60)
-        assert all(r.successful() and r.value > started_ms for r in readers)
-    finally:
-        for ws in clients:
-            ws.close()
-    wait_until(lambda: bus.log().count("disconnected") >= 200, 10, what="200 disconnections logged")
-    assert "updates behind" not in bus.log()
+    readers = [gevent.spawn(first_live_update, ws) for ws in clients]
+    gevent.joinall(readers, timeout=60)
+    assert all(r.successful() for r in readers), [r.exception for r in readers if not r.successful()][:3]
+    wait_until(lambda: bus.log().count("disconnected") >= 200, 15, what="200 disconnections logged")
+    assert "rounds of updates behind" not in bus.log()
