@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import memory_kib  # noqa: E402
 from bench.scan import pacing_flags  # noqa: E402
 from tests.support import Gateway, Simulator, wait_until  # noqa: E402
 
@@ -110,16 +111,6 @@ def listen(port: int, clients: int, seconds: float) -> Dict[str, object]:
             "dropped": sum(listener.ended for listener in listeners)}
 
 
-def rss_kb(pid: int) -> Dict[str, int]:
-    fields = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0])
-    return fields
-
-
 def request_rate(gw: Gateway, seconds: float) -> float:
     """Modbus requests per second the gateway's poller made over ``seconds``."""
     before = gw.get("/status").json()["Modbus"]["TotalModbusRequests"]
@@ -142,14 +133,14 @@ def raise_file_limit(needed: int) -> None:
 
 def measure(gw: Gateway, clients: int, window: float) -> Dict[str, object]:
     pid = gw.proc.pid
-    idle = rss_kb(pid)["VmRSS"]
+    idle = memory_kib(pid)["VmRSS"]
     idle_rate = request_rate(gw, 3.0)
     seconds = SETTLE + window + SETTLE
     client = subprocess.Popen([sys.executable, __file__, "--listen", str(gw.port), str(clients), str(seconds)],
                               stdout=subprocess.PIPE, cwd=ROOT)
     time.sleep(SETTLE)
     busy_rate = request_rate(gw, window / 2)
-    busy = rss_kb(pid)
+    busy = memory_kib(pid)
     out, _ = client.communicate(timeout=seconds + 120)
     seen = json.loads(out)
     delays = seen["delays"]
@@ -163,7 +154,7 @@ def measure(gw: Gateway, clients: int, window: float) -> Dict[str, object]:
         "updates missed by some client": seen["stamps"] - len(delays),
         "gateway RSS idle MB": round(idle / 1024, 1),
         f"gateway RSS with {clients} clients MB": round(busy["VmRSS"] / 1024, 1),
-        "gateway peak RSS MB": round(rss_kb(pid)["VmHWM"] / 1024, 1),
+        "gateway peak RSS MB": round(memory_kib(pid)["VmHWM"] / 1024, 1),
         "delay to last client p50 ms": round(percentile(delays, 0.50) * 1000, 1) if delays else None,
         "delay to last client p99 ms": round(percentile(delays, 0.99) * 1000, 1) if delays else None,
         "delay to last client max ms": round(max(delays) * 1000, 1) if delays else None,
