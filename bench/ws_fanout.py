@@ -167,7 +167,8 @@ def run(clients: int = CLIENTS, window: float = WINDOW) -> Dict[str, object]:
     workdir = Path(tempfile.mkdtemp(prefix="sdm-bench-ws-"))
     flags = pacing_flags()
     sim = Simulator(workdir / "tty", DEVICES, flags)
-    gw = Gateway(str(sim.link), DEVICES, [], log_path=workdir / "httpd.log")
+    # the default cap (200 websocket clients) would refuse most of them
+    gw = Gateway(str(sim.link), DEVICES, ["--max-ws-clients", str(clients + 10)], log_path=workdir / "httpd.log")
     try:
         sim.start()
         gw.start()

@@ -23,18 +23,26 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, Mapping, Optional, Set, Tuple
 from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
-import paho.mqtt.client as paho
 
 from .ha_discovery import OFFLINE, ONLINE, DiscoverySettings, config_filter, encoded_configs
 from .hub import AVAILABLE, AvailabilityUpdate, Hub, MeterState, MeterUpdate
 from .measurements import describe
 from .readings import dumps, readings
 from .topics import Topics, check_base
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as paho
+
+
+def _paho():
+    """paho, imported only when MQTT is on: it costs ~60 ms of start-up before the first reading."""
+    import paho.mqtt.client
+    return paho.mqtt.client
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +224,7 @@ class MqttPublisher:
 
     def _make_client(self) -> paho.Client:
         s = self.settings
+        paho = _paho()
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=s.clean)
         if s.user:
             client.username_pw_set(s.user, s.password or None)
@@ -407,7 +416,7 @@ class MqttPublisher:
 
     def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=self.settings.qos, retain=retain)
-        if info.rc == paho.MQTT_ERR_SUCCESS:
+        if info.rc == _paho().MQTT_ERR_SUCCESS:
             self._outstanding.append(info)
         else:
             self.counters["Dropped"] += 1

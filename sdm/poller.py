@@ -172,6 +172,22 @@ class MeterReader:
                         self.device_id, block.registers[0].name, block.start)
             del blocks[index]
             self._done()
+            if not blocks:
+                self._plan_emptied(blocks)
+
+    def _plan_emptied(self, blocks: List[Block]) -> None:
+        """Every value of a plan was refused.  An empty fast set means: read everything every
+        cycle.  An empty full plan means the meter is not what it was configured as: it is
+        given up (re-probed with back-off) and will be asked for its whole table again."""
+        if blocks is self.fast_blocks:
+            self.fast_blocks = None
+            return
+        log.error("meter %d: refuses every value of the %s table; is it really one?",
+                  self.device_id, self.config.model.model)
+        self.blocks = self.cycle_blocks = self._plan(self.config.model.registers)
+        self.available = False
+        self.pending.clear()
+        self.ready_at += self.backoff
 
 
 class Poller:

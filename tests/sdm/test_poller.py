@@ -98,3 +98,17 @@ def test_nan_from_the_meter_is_published_as_none():
     run_steps(poller, len(poller.readers[0].blocks))
     assert hub.meters[2].values["VolLocPhsA"] is None
     assert b'"Voltage":{"L1":null' in hub.meters[2].readings_json()
+
+
+def test_meter_refusing_its_whole_table_is_given_up_not_crashed():
+    model = lookup("sdm120")
+    wrong = MeterModel(**{**model.__dict__, "address_space": ((4, 0x1000, 0x1100),)})
+    poller, hub, meters, line = make_poller({2: "sdm120"}, reprobe_min=0.01, reprobe_max=0.02)
+    meters[2].model = wrong
+    run_steps(poller, 40)
+    assert hub.meters[2].status == UNAVAILABLE
+    assert poller.readers[0].blocks, "the table is asked for again once the meter answers"
+    meters[2].model = model
+    for _ in range(40):
+        poller.step()
+    assert hub.meters[2].status == AVAILABLE
