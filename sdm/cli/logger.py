@@ -31,6 +31,7 @@ from .common import setup_logging
 log = logging.getLogger("sdm630_logger")
 
 MAX_PENDING = 10_000          # values that force a store before the interval is over
+MAX_KEPT = 500_000            # values kept while the file cannot be written; the oldest go first
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0
 T = TypeVar("T")
 
@@ -126,11 +127,19 @@ class Recorder:
             total = self.writer.count()
         except (sqlite3.Error, OSError) as err:
             log.error("could not store %d values in %s: %s; keeping them", len(self.pending), self.writer.path, err)
+            self._bound_pending()
             return False
         ignored = f"; {self.follower.ignored} events so far were no meter values" if self.follower.ignored else ""
         log.info("stored %d values (%d in %s)%s", new, total, self.writer.path, ignored)
         self.pending = []
         return True
+
+    def _bound_pending(self) -> None:
+        """Memory stays bounded while the disk fails: beyond MAX_KEPT the oldest values are dropped."""
+        excess = len(self.pending) - MAX_KEPT
+        if excess > 0:
+            del self.pending[:excess]
+            log.error("dropped the %d oldest unstored values (more than %d waiting)", excess, MAX_KEPT)
 
 
 def record(args: argparse.Namespace) -> int:

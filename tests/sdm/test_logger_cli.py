@@ -121,3 +121,20 @@ def test_bad_export_arguments_exit_2(logfile, capsys, args, message):
 def test_bad_record_arguments_exit_2_before_any_request(tmp_path, capsys, args, message):
     assert main(["record", "-f", str(tmp_path / "log.db"), "-u", "127.0.0.1:9", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_values_kept_while_the_disk_fails_are_bounded(monkeypatch):
+    from sdm.cli import logger as logger_cli
+
+    class FailingWriter:
+        path = "broken.db"
+
+        def write(self, samples):
+            raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(logger_cli, "MAX_KEPT", 100)
+    recorder = logger_cli.Recorder(FailingWriter(), follower=None, interval=1.0)
+    recorder.pending = [Sample(1, "VolLocPhsA", t, 230.0) for t in range(250)]
+    assert recorder.store() is False
+    assert len(recorder.pending) == 100
+    assert recorder.pending[0].time == 150    # the newest are kept
