@@ -277,12 +277,13 @@ class Broadcaster:
         parts: Dict[object, bytes] = {}
         for number, event in enumerate(events):
             if isinstance(event, StatusUpdate):
-                parts[number] = frame(compact(event.status))
+                parts[("event", number)] = frame(compact(event.status))
             elif isinstance(event, MeterUpdate) and fmt == READINGS:
-                parts.pop(event.device_id, None)       # its newest state, at its latest place
-                parts[event.device_id] = readings_frame(self.hub.meters[event.device_id])
+                key = ("meter", event.device_id)
+                parts.pop(key, None)       # its newest state, at its latest place
+                parts[key] = readings_frame(self.hub.meters[event.device_id])
             elif isinstance(event, MeterUpdate):
-                parts[number] = meter_frames(event.device_id, event.values, event.timestamp)
+                parts[("event", number)] = meter_frames(event.device_id, event.values, event.timestamp)
         return b"".join(parts.values())
 
     def _offer_all(self, clients: List[Client], data: bytes) -> None:
@@ -322,10 +323,10 @@ class Broadcaster:
             return refuse(ws, TRY_AGAIN_LATER, f"too many clients (at most {self.settings.max_clients}); "
                                                "try again later")
         client = Client(ws, fmt, self.settings, name)
-        client.offer(self.snapshot(fmt))
-        self.clients[fmt].add(client)
-        log.info("websocket %s: connected (%s), %d clients", name, fmt, self.count())
         try:
+            client.offer(self.snapshot(fmt))
+            self.clients[fmt].add(client)
+            log.info("websocket %s: connected (%s), %d clients", name, fmt, self.count())
             client.read_until_closed()
         finally:
             self.clients[fmt].discard(client)

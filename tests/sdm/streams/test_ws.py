@@ -80,3 +80,19 @@ def test_the_hub_subscriber_never_blocks_even_when_the_broadcaster_is_behind(liv
     assert broadcaster.inbox.qsize() == 3
     assert caplog.text.count("broadcaster 3 events behind") == 1
     broadcaster.stop()
+
+
+def test_readings_format_keeps_a_status_whose_place_equals_a_meter_id(live):
+    """A round [meter 1, meter 1, status, meter 2]: the status sits at place 2 and meter 2
+    updates later in the round; both frames must go out, once each."""
+    from sdm.hub import MeterUpdate, StatusUpdate
+    broadcaster = Broadcaster(live.hub, WsSettings())
+    try:
+        events = [MeterUpdate(1, {}, 1000.0), MeterUpdate(1, {}, 1000.0),
+                  StatusUpdate({"Modbus": {}}, 1000.0), MeterUpdate(2, {}, 1000.0)]
+        data = broadcaster.encode(events, "readings")
+    finally:
+        broadcaster.stop()
+    assert data.count(b'{"Modbus":{}}') == 1
+    assert data.count(b'"ModbusDeviceId":1') == 1
+    assert data.count(b'"ModbusDeviceId":2') == 1
