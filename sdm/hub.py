@@ -125,6 +125,7 @@ class Hub:
         self.bus: Dict[str, object] = {"Device": "", "Connected": False, "Reconnects": 0}
         self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
         self._subscribers: List[Subscriber] = []
+        self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
 
     # -- written by the poller -------------------------------------------------
     def publish(self, device_id: int, values: Mapping[str, Optional[float]],
@@ -177,6 +178,8 @@ class Hub:
         for subscriber in list(self._subscribers):
             try:
                 subscriber(event)
-            except Exception:   # one broken output must not stop the poller
-                log.exception("subscriber %r failed; removed", subscriber)
-                self.unsubscribe(subscriber)
+            except Exception:   # one broken output must stop neither the poller nor itself for good
+                if subscriber not in self._failed:
+                    self._failed.append(subscriber)
+                    log.exception("subscriber %r failed on %s; it stays subscribed, later failures "
+                                  "are not logged", subscriber, type(event).__name__)

@@ -216,10 +216,18 @@ class Poller:
             while self._running:
                 if not self.transport.is_open and not self._reopen():
                     continue
-                self.step()
+                self._guarded_step()
         finally:
             self.transport.close()
             self.hub.bus["Connected"] = False
+
+    def _guarded_step(self) -> None:
+        """A step whose bug must not end polling for good (HTTP would serve frozen values)."""
+        try:
+            self.step()
+        except Exception:
+            log.exception("bus: poll step failed; polling goes on")
+            self.sleep(1.0)
 
     def step(self) -> None:
         """Send the request of the meter that is ready first, and book the result."""
@@ -287,7 +295,7 @@ class Poller:
                 self._meters_unreachable()
             else:
                 log.debug("bus: %s; next attempt in %.1f s", err, self._reopen_delay)
-            time.sleep(self._reopen_delay)
+            self.sleep(self._reopen_delay)
             self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
             return False
         if self._opened_before:

@@ -97,7 +97,11 @@ class SerialTransport:
             raise TransportError(f"cannot open {self.path}: {err}") from err
         self._fd = self._port.fileno()
         self._quiet_since = time.monotonic()
-        self.clear_input()
+        try:
+            self.clear_input()
+        except TransportError:
+            self.close()     # never left half open: is_open must mean usable
+            raise
 
     def close(self) -> None:
         port, self._port = self._port, None

@@ -62,6 +62,8 @@ class Monitor:
         read_ms = None
         for event in events:
             data = event.get("data") if isinstance(event, dict) else None
+            if not isinstance(event, dict):
+                continue
             if event.get("category") == "statusupdate" and isinstance(data, dict):
                 self.configured(data.get("ConfiguredMeters", []))
                 continue

@@ -43,8 +43,24 @@ BAD_CATEGORY = b'{"error": "Invalid subscription category, must be 1-1024 charac
 BAD_SINCE = b'{"error": "Invalid last_event_time arg."}'
 INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 INT64_MAX = 2 ** 63 - 1
+MAX_REPLY_EVENTS = 2000   # one reply's events (~0.4 MB): a client far behind catches up in several polls
 
 Stamped = Tuple[int, bytes]
+
+
+def _publish_boundary(stamped: List[Stamped], limit: int) -> int:
+    """How many events to send: at most ``limit``, never part of a publish (events sharing a
+    stamp), but always the whole first publish even when it is larger."""
+    if len(stamped) <= limit:
+        return len(stamped)
+    cut = limit
+    while cut > 0 and stamped[cut][0] == stamped[cut - 1][0]:
+        cut -= 1
+    if cut == 0:
+        first = stamped[0][0]
+        while cut < len(stamped) and stamped[cut][0] == first:
+            cut += 1
+    return cut
 
 
 class EventBuffer:
@@ -66,8 +82,9 @@ class EventBuffer:
         self._buffers[category].extend((stamp, head + compact(p) + b"}") for p in payloads)
         self.wake()
 
-    def newer(self, categories: Iterable[str], cursor: int) -> List[bytes]:
-        """Events of ``categories`` stamped after ``cursor``, oldest first."""
+    def newer(self, categories: Iterable[str], cursor: int, limit: int = MAX_REPLY_EVENTS) -> List[bytes]:
+        """Events of ``categories`` stamped after ``cursor``, oldest first; about ``limit`` at most,
+        cut between two publishes, so a client resuming from the newest stamp it got loses nothing."""
         found = []
         for category in categories:
             recent: List[Stamped] = []
@@ -77,7 +94,8 @@ class EventBuffer:
                 recent.append(stamped)
             recent.reverse()
             found.append(recent)
-        return [event for _, event in heapq.merge(*found, key=itemgetter(0))]
+        merged = list(heapq.merge(*found, key=itemgetter(0)))
+        return [event for _, event in merged[:_publish_boundary(merged, limit)]]
 
     def wait(self, timeout: float) -> None:
         """Sleep until the next publish, a wake() or ``timeout`` s."""

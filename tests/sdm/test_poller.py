@@ -112,3 +112,24 @@ def test_meter_refusing_its_whole_table_is_given_up_not_crashed():
     for _ in range(40):
         poller.step()
     assert hub.meters[2].status == AVAILABLE
+
+
+def test_a_bug_in_one_step_does_not_end_polling(monkeypatch):
+    poller, hub, _, _ = make_poller({1: "sdm630"})
+    sleeps = []
+    poller.sleep = sleeps.append
+    calls = {"n": 0}
+    real_step = poller.step
+
+    def flaky_step():
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        if calls["n"] > 6:
+            poller.stop()
+        real_step()
+
+    poller.step = flaky_step
+    poller.run()
+    assert sleeps[:1] == [1.0]
+    assert hub.meters[1].requests >= 5

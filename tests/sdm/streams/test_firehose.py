@@ -57,3 +57,24 @@ def test_a_waiting_request_is_answered_by_the_next_publish(live):
     body = waiting.get(timeout=5).json()
     assert [(e["category"], e["data"]) for e in body["events"]] == [
         ("statusupdate", {"Modbus": {"TotalModbusRequests": 3}})]
+
+
+def test_a_client_far_behind_catches_up_in_whole_publishes_without_a_loss():
+    buffer = EventBuffer({"meterupdate": 1000, "statusupdate": 10})
+    for n in range(30):
+        buffer.add("meterupdate", [{"n": n, "part": k} for k in range(7)])   # 7 events per publish
+    cursor, received = 0, []
+    for _ in range(20):
+        events = [json.loads(e) for e in buffer.newer(["meterupdate"], cursor, limit=20)]
+        if not events:
+            break
+        assert len(events) <= 20 or len({e["timestamp"] for e in events}) == 1
+        received.extend(events)
+        cursor = events[-1]["timestamp"]
+    assert [(e["data"]["n"], e["data"]["part"]) for e in received] == [(n, k) for n in range(30) for k in range(7)]
+
+
+def test_one_publish_larger_than_the_limit_goes_out_whole():
+    buffer = EventBuffer({"meterupdate": 1000, "statusupdate": 10})
+    buffer.add("meterupdate", [{"k": k} for k in range(52)])
+    assert len(buffer.newer(["meterupdate"], 0, limit=20)) == 52
