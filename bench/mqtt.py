@@ -13,13 +13,13 @@ else it answers at once and the poller only waits its per-meter pauses.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from bench.common import cpu_seconds
 from simulator.cli import parser as simulator_parser
 from tests.mqtt_support import Broker, Subscriber, install_mosquitto
 from tests.support import Gateway, Simulator
@@ -33,12 +33,6 @@ def paced_flags() -> List[str]:
     """9600 8N1 pacing when this simulator offers it."""
     _, unknown = simulator_parser().parse_known_args(["--link", "x", "--baud", "9600"])
     return [] if unknown else ["--baud", "9600"]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: List[float], share: float) -> Optional[float]:

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import memory_kib  # noqa: E402
 from sdm.rtu import ERROR_KINDS  # noqa: E402
 from tests.support import Gateway, Simulator, expected_errors, http_request  # noqa: E402
 
@@ -51,11 +52,7 @@ FD_SLACK = 2                # descriptors of connections that come and go (a fir
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return memory_kib(pid)["VmRSS"]
 
 
 def open_fds(pid: int) -> int:

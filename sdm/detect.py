@@ -19,10 +19,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from . import rtu
 from .encoding import decode
 from .measurements import describe
+from .meters.eastron import METER_CODE_ADDRESS
 from .meters.model import READ_HOLDING, MeterModel
 from .meters.registry import ALIASES, MAX_SLAVE_ID, MODELS, parse_slave_id
 
-METER_CODE_ADDRESS = 0xFC02      # Eastron: one holding register with the model code
 NOMINAL_VOLTAGES = (110.0, 230.0)
 VOLTAGE_TOLERANCE = 0.10
 DEFAULT_TURNAROUND = 0.040       # s a meter may take to begin its reply during a scan

@@ -98,10 +98,6 @@ class Follower:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.path}"
 
-    def poll(self, wait: Optional[int] = None) -> List[Sample]:
-        """One long poll of at most ``wait`` s (default: the timeout); the new samples."""
-        return self.take(self.fetch(wait or self.timeout))
-
     def take(self, reply: Tuple[int, bytes]) -> List[Sample]:
         """The samples of one reply; moves the cursor past its events."""
         samples = []

@@ -11,7 +11,6 @@ power in W as ``measurement``.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from . import __version__
 from .hub import MeterConfig
 from .measurements import describe
-from .readings import value_paths
+from .readings import compact, value_paths
 from .topics import Topics
 
 ONLINE = "online"
@@ -147,5 +146,5 @@ def meter_configs(meter: MeterConfig, settings: DiscoverySettings) -> List[Tuple
 
 def encoded_configs(meters: List[MeterConfig], settings: DiscoverySettings) -> Dict[str, bytes]:
     """Every config of every meter, serialized once: topic -> JSON payload."""
-    return {topic: json.dumps(config, separators=(",", ":")).encode()
+    return {topic: compact(config)
             for meter in meters for topic, config in meter_configs(meter, settings)}

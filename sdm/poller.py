@@ -112,7 +112,7 @@ class MeterReader:
         self.ready_at = max(self.ready_at, self.cycle_due)
         return True
 
-    def succeeded(self, block: Block, now: float) -> bool:
+    def succeeded(self, now: float) -> bool:
         """Book a good reply; True when it completed a cycle."""
         self.failures = 0
         self.attempts = 0
@@ -253,7 +253,7 @@ class Poller:
         self.hub.count(reader.device_id)
         log.debug("meter %d: fc%d %d+%d ok %s", reader.device_id, block.fc, block.start, block.count, values)
         was_available = reader.available
-        complete = reader.succeeded(block, self.clock())
+        complete = reader.succeeded(self.clock())
         self.hub.publish(reader.device_id, values, complete=complete)
         if not was_available:
             log.info("meter %d: answers again", reader.device_id)

@@ -69,7 +69,9 @@ class ExceptionReply(ModbusError):
         super().__init__(f"exception {code} ({EXCEPTION_TEXT.get(code, 'unknown')})")
 
 
+ILLEGAL_FUNCTION = 1
 ILLEGAL_DATA_ADDRESS = 2
+ILLEGAL_DATA_VALUE = 3
 
 ERROR_KINDS = (NoReply.kind, ShortReply.kind, CRCError.kind, MalformedReply.kind, ExceptionReply.kind)
 

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from sdm.meters.registry import parse_device_list, parse_slave_id
+from sdm.detect import parse_ids
+from sdm.meters.registry import parse_device_list
 
 from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse_offline, parse_window
 from .meters import VirtualMeter
@@ -52,8 +53,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_ids(text: str) -> List[int]:
-    return [parse_slave_id(x) for x in text.split(",") if x.strip()]
+def _ids(text: str) -> List[int]:
+    """An optional id list (``1,5,20-30``); empty for an empty flag."""
+    return parse_ids(text) if text.strip() else []
 
 
 def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
@@ -73,8 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     try:
         pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
-        no_code = parse_ids(args.no_meter_code)
-        garbage = parse_ids(args.garbage_id)
+        no_code = _ids(args.no_meter_code)
+        garbage = _ids(args.garbage_id)
         meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop)
         clash = set(garbage) & set(meters)
         if clash:

@@ -9,16 +9,11 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Mapping, Optional
 
 from sdm.encoding import encode
+from sdm.meters.eastron import METER_CODE_ADDRESS
 from sdm.meters.model import READ_HOLDING, MeterModel
-from sdm.rtu import MAX_READ_REGISTERS
+from sdm.rtu import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, MAX_READ_REGISTERS
 
 from .physics import Physics
-
-METER_CODE_ADDRESS = 0xFC02   # Eastron: holding register with the model code (meters.md 7 item 3)
-
-ILLEGAL_FUNCTION = 1
-ILLEGAL_DATA_ADDRESS = 2
-ILLEGAL_DATA_VALUE = 3
 
 
 class MeterException(Exception):

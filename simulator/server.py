@@ -15,9 +15,9 @@ from typing import Callable, Collection, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
-from sdm.rtu import REQUEST_BYTES, crc_ok
+from sdm.rtu import ILLEGAL_FUNCTION, REQUEST_BYTES, crc_ok
 
-from .meters import ILLEGAL_FUNCTION, MeterException, VirtualMeter
+from .meters import MeterException, VirtualMeter
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,9 @@ from .model import READ_INPUT, MeterModel, check_model, registers
 # a model has no value (meters.md 7, item 9); used by the simulator only.
 EASTRON_SPACE = ((READ_INPUT, 0x0000, 0x0180),)
 
+# Holding register with the model code, one register, FC 03 (meters.md 7 item 3).
+METER_CODE_ADDRESS = 0xFC02
+
 # Eastron documents ask for up to 60 ms of quiet before the next request.
 EASTRON_PAUSE = 0.060
 
