@@ -274,6 +274,7 @@ class Poller:
         """Logged once per outage; every meter turns unavailable until the adapter is back."""
         log.error("bus: adapter lost (%s); reopening with back-off", err)
         self.transport.close()
+        self.sleep(0)   # gevent closes the fd on its next loop turn; until then the port stays locked
         self.hub.bus["Connected"] = False
         self._outage_logged = True
         self._meters_unreachable()
