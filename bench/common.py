@@ -121,6 +121,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def percentile(values: List[float], share: float) -> Optional[float]:
+    """Nearest-rank percentile (``share`` 0-1) of the values; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
 def memory_kib(pid: int) -> Dict[str, int]:
     """VmRSS (now) and VmHWM (peak) of a process, in KiB."""
     found = {}

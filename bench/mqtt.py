@@ -19,27 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from bench.common import cpu_seconds
-from simulator.cli import parser as simulator_parser
+from bench.common import cpu_seconds, percentile, sim_flags
+from sdm.transport import comset
 from tests.mqtt_support import Broker, Subscriber, install_mosquitto
 from tests.support import Gateway, Simulator
 
 BUS = "sdm630:1,sdm120:2,janitza:26"
 WINDOW = 20.0       # seconds measured per run
 WARM_UP = 2.0
-
-
-def paced_flags() -> List[str]:
-    """9600 8N1 pacing when this simulator offers it."""
-    _, unknown = simulator_parser().parse_known_args(["--link", "x", "--baud", "9600"])
-    return [] if unknown else ["--baud", "9600"]
-
-
-def percentile(values: List[float], share: float) -> Optional[float]:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def complete_readings(gw: Gateway) -> int:
@@ -78,8 +65,7 @@ def run() -> Dict:
     binary = install_mosquitto()
     plain = Broker(binary, workdir).start()
     nodelay = Broker(binary, workdir, extra_config="set_tcp_nodelay true\n").start()
-    pacing = paced_flags()
-    sim = Simulator(workdir / "tty", BUS, pacing).start()
+    sim = Simulator(workdir / "tty", BUS, sim_flags(comset(2))).start()
     try:
         runs = [measure(workdir, sim.link, "MQTT off", [], None),
                 measure(workdir, sim.link, "MQTT on", ["-b", plain.url, "--ha-discovery"], plain),
@@ -92,7 +78,7 @@ def run() -> Dict:
         nodelay.stop()
     off, on, fast = runs[0], runs[1], runs[2]
     return {
-        "bus": f"{BUS}, {'9600 8N1 paced' if pacing else 'unpaced simulator'}, {WINDOW:g} s per run",
+        "bus": f"{BUS}, 9600 8N1 paced, {WINDOW:g} s per run",
         "delay read -> subscriber p50 (ms)": on["delay p50 ms"],
         "delay read -> subscriber p99 (ms)": on["delay p99 ms"],
         "delay p50 / p99 with broker nodelay (ms)": f"{fast['delay p50 ms']:.2f} / {fast['delay p99 ms']:.2f}",

@@ -12,11 +12,11 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
+from bench.common import sim_flags
 from sdm.detect import DEFAULT_TURNAROUND, Scanner, device_list
 from sdm.transport import SerialTransport, comset
-from simulator.cli import parser as simulator_parser
 from tests.support import Simulator
 
 METERS = "sdm630:1,janitza:26"
@@ -25,16 +25,8 @@ COMSET = 2            # 9600 8N1
 TARGET_S = 20.0
 
 
-def pacing_flags() -> List[str]:
-    """``--baud`` for the simulator when it can pace its answers, else nothing."""
-    line = comset(COMSET)
-    flags = ["--baud", str(line.baud)]
-    _, unknown = simulator_parser().parse_known_args(["--link", "x", *flags])
-    return [] if unknown else flags
-
-
 def run() -> Dict[str, object]:
-    flags = pacing_flags()
+    flags = sim_flags(comset(COMSET))
     sim = Simulator(Path(tempfile.mkdtemp(prefix="sdm-bench-scan-")) / "tty", METERS, flags).start()
     line = SerialTransport(str(sim.link), comset(COMSET))
     try:
@@ -49,7 +41,7 @@ def run() -> Dict[str, object]:
         "ids": len(IDS),
         "line": str(comset(COMSET)),
         "turnaround_ms": DEFAULT_TURNAROUND * 1000,
-        "simulator_paced": bool(flags),
+        "simulator_paced": True,
         "meters": METERS,
         "found": device_list(found),
         "seconds": round(seconds, 2),

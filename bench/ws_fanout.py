@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import memory_kib  # noqa: E402
-from bench.scan import pacing_flags  # noqa: E402
+from bench.common import memory_kib, percentile, sim_flags  # noqa: E402
+from sdm.transport import comset  # noqa: E402
 from tests.support import Gateway, Simulator, wait_until  # noqa: E402
 
 DEVICES = "sdm630:1,sdm120:2,janitza:26"
@@ -119,11 +119,6 @@ def request_rate(gw: Gateway, seconds: float) -> float:
     return round((after - before) / seconds, 1)
 
 
-def percentile(values: List[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
 def raise_file_limit(needed: int) -> None:
     """The gateway inherits it: it needs a descriptor per client."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -165,15 +160,14 @@ def run(clients: int = CLIENTS, window: float = WINDOW) -> Dict[str, object]:
     """Start the simulator and the gateway, measure, stop both; the figures as a dict."""
     raise_file_limit(clients + 200)
     workdir = Path(tempfile.mkdtemp(prefix="sdm-bench-ws-"))
-    flags = pacing_flags()
-    sim = Simulator(workdir / "tty", DEVICES, flags)
+    sim = Simulator(workdir / "tty", DEVICES, sim_flags(comset(2)))
     # the default cap (200 websocket clients) would refuse most of them
     gw = Gateway(str(sim.link), DEVICES, ["--max-ws-clients", str(clients + 10)], log_path=workdir / "httpd.log")
     try:
         sim.start()
         gw.start()
         wait_until(lambda: gw.get("/status").json()["UptimeSeconds"] > 2, 10, what="the gateway settled")
-        figures = {"bus": f"{DEVICES}, {'9600 8N1 paced' if flags else 'unpaced simulator'}",
+        figures = {"bus": f"{DEVICES}, 9600 8N1 paced",
                    **measure(gw, clients, window)}
         figures["frames per update (mean)"] = frames_per_update(gw)
         return figures
