@@ -20,7 +20,8 @@ from sdm.hub import Hub, MeterConfig, MeterUpdate
 from sdm.meters.registry import parse_device_list
 from sdm.plan import Block, wire_time
 from sdm.poller import Poller, PollSettings
-from sdm.transport import Comset, SerialTransport
+from sdm.transport import Comset
+from sdm.transport.serial import SerialTransport
 from tests.support import Gateway, Simulator, http_request
 
 BUS = "sdm630:1,sdm120:2,janitza:26"   # the three-meter bus of the figures

@@ -16,7 +16,8 @@ from typing import Dict
 
 from bench.common import sim_flags
 from sdm.detect import DEFAULT_TURNAROUND, Scanner, device_list
-from sdm.transport import SerialTransport, comset
+from sdm.transport import comset
+from sdm.transport.serial import SerialTransport
 from tests.support import Simulator
 
 METERS = "sdm630:1,janitza:26"

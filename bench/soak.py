@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import memory_kib  # noqa: E402
-from sdm.rtu import ERROR_KINDS  # noqa: E402
+from sdm.framing.rtu import ERROR_KINDS  # noqa: E402
 from tests.support import Gateway, Simulator, expected_errors, http_request  # noqa: E402
 
 DEVICES = "sdm630:1,sdm120:2,janitza:26"

@@ -16,8 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import rtu
 from .encoding import decode
+from .framing import rtu
 from .measurements import describe
 from .meters.eastron import METER_CODE_ADDRESS
 from .meters.model import READ_HOLDING, MeterModel

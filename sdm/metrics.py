@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from .framing.rtu import ERROR_KINDS
 from .hub import AVAILABLE, Hub, MeterState
 from .measurements import PHASES
-from .rtu import ERROR_KINDS
 
 KWH_JOULES = 3.6e6
 PERCENT = 0.01

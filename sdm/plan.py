@@ -1,8 +1,8 @@
 """The block planner: a meter's registers -> the cheapest legal list of requests.
 
 A request costs its fixed overhead (request frame, reply header and CRC, the
-silences around both, the meter's pause) plus two bytes per register it asks
-for.  Bridging a gap is worth it when the gap's bytes cost less than a second
+silences around both on RTU, a TCP round trip, the meter's pause) plus two
+bytes per register it asks for.  Bridging a gap is worth it when the gap's bytes cost less than a second
 request.  For each function code the registers are sorted and cut into runs
 by dynamic programming, so the plan is the cheapest possible one that never
 splits a value and never asks for more than the model allows.
@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import List, Sequence, Tuple
 
+from .framing.rtu import REPLY_OVERHEAD, REQUEST_BYTES, reply_bytes
 from .meters.model import Register
-from .rtu import REPLY_OVERHEAD, REQUEST_BYTES, reply_bytes
-from .transport import silence_time
-
-SILENCE_CHARS = 3.5
+from .transport import LineCost, silence_time
 
 
 @dataclass(frozen=True)
@@ -34,9 +32,14 @@ class Block:
         return reg.address - self.start
 
 
-def request_overhead_chars(pause_chars: float = 0.0) -> float:
-    """Character times one request costs besides its registers."""
-    return REQUEST_BYTES + REPLY_OVERHEAD + 2 * SILENCE_CHARS + pause_chars
+UNIT_COST = LineCost(char_time=1.0)   # costs in plain character counts
+
+
+def request_overhead_chars(cost: LineCost = UNIT_COST, pause: float = 0.0) -> float:
+    """Character times one request costs besides its registers, on a link of this ``cost``,
+    for a meter that needs ``pause`` seconds of quiet before its next request."""
+    return (REQUEST_BYTES + REPLY_OVERHEAD + 2 * cost.silence_chars
+            + (pause + cost.round_trip) / cost.char_time)
 
 
 def make_block(regs: Sequence[Register]) -> Block:

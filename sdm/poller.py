@@ -18,13 +18,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Sequence
 
-from . import rtu
 from .encoding import decode
+from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
 from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
 from .readings import finite_or_none
 from .schedule import Schedule, is_slow, next_due
-from .transport import TransportError
+from .transport import LineCost, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class MeterReader:
         model = config.model
         self.pause = (settings.pauses or {}).get(model.key, model.pause)
         self.schedule = (settings.schedules or {}).get(config.device_id, Schedule())
-        self._overhead = request_overhead_chars(self.pause / char_time)
+        self._overhead = request_overhead_chars(LineCost(char_time), self.pause)
         self.blocks: List[Block] = self._plan(model.registers)   # every value
         fast = [reg for reg in model.registers if not is_slow(reg.name)]
         # The fast set alone, for the cycles between two reads of the slow set.

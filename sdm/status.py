@@ -7,9 +7,9 @@ import time
 from collections import Counter
 from typing import Any, Dict
 
+from .framing.rtu import ERROR_KINDS
 from .hub import Hub
 from .readings import rfc3339
-from .rtu import ERROR_KINDS
 
 
 def _rss_bytes() -> int:

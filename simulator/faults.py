@@ -37,10 +37,10 @@ from typing import IO, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from umodbus.client.serial.redundancy_check import add_crc
 
+from sdm.framing.rtu import EXCEPTION_BYTES
 from sdm.meters.registry import parse_slave_id
 from sdm.plan import Block
 from sdm.poller import decode_block
-from sdm.rtu import EXCEPTION_BYTES
 
 from .line import PtyLine
 from .meters import VirtualMeter

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Mapping, Optional
 
 from sdm.encoding import encode
+from sdm.framing.rtu import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, MAX_READ_REGISTERS
 from sdm.meters.eastron import METER_CODE_ADDRESS
 from sdm.meters.model import READ_HOLDING, MeterModel
-from sdm.rtu import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, MAX_READ_REGISTERS
 
 from .physics import Physics
 

@@ -15,7 +15,7 @@ from typing import Callable, Collection, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
-from sdm.rtu import ILLEGAL_FUNCTION, REQUEST_BYTES, crc_ok
+from sdm.framing.rtu import ILLEGAL_FUNCTION, REQUEST_BYTES, crc_ok
 
 from .meters import MeterException, VirtualMeter
 

@@ -13,7 +13,8 @@ import time
 from typing import List, Optional, TextIO
 
 from ..detect import DEFAULT_TURNAROUND, Outcome, Scanner, device_list, parse_ids
-from ..transport import SerialTransport, TransportError, comset
+from ..transport import TransportError, comset
+from ..transport.serial import SerialTransport
 from .common import add_serial_flags, setup_logging
 
 log = logging.getLogger("sdm_detect")

@@ -21,7 +21,8 @@ from ..meters.registry import lookup, parse_device_list  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
-from ..transport import SerialTransport, comset, silence_time  # noqa: E402
+from ..transport import comset, silence_time  # noqa: E402
+from ..transport.serial import SerialTransport  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")

@@ -13,7 +13,7 @@ import gevent
 import pytest
 import websocket
 
-from sdm.rtu import ERROR_KINDS
+from sdm.framing.rtu import ERROR_KINDS
 from simulator.faults import COLLISION, FAULTS
 from tests.e2e.test_rest import ALL_TYPES
 from tests.support import ServedValues, expected_errors, http_request, reading_values, wait_until

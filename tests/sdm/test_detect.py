@@ -5,10 +5,11 @@ from collections import Counter
 
 import pytest
 
-from sdm import rtu
 from sdm.detect import Scanner, device_list, families, parse_ids, plausible_voltage
+from sdm.framing import rtu
 from sdm.meters.registry import lookup
-from sdm.transport import SerialTransport, comset
+from sdm.transport import comset
+from sdm.transport.serial import SerialTransport
 
 # The simulator is a process that a loaded machine may starve for tens of ms;
 # real meters are not.  Detection is tested with room for that, speed in bench/scan.py.

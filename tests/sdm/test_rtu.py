@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from umodbus.client.serial.redundancy_check import add_crc
 
-from sdm import rtu
+from sdm.framing import rtu
 
 
 class FakeLine:

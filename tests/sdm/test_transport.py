@@ -7,7 +7,8 @@ import tty
 import gevent
 import pytest
 
-from sdm.transport import COMSETS, SerialTransport, TransportError, ready_now
+from sdm.transport import COMSETS, TransportError
+from sdm.transport.serial import SerialTransport, ready_now
 from tests.support import wait_until
 
 

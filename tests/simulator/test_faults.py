@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from sdm import rtu
+from sdm.framing import rtu
 from sdm.hub import Hub, MeterConfig, MeterUpdate
 from sdm.meters.registry import lookup
 from sdm.poller import Poller, PollSettings

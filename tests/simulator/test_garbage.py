@@ -2,8 +2,8 @@
 
 import random
 
+from sdm.framing.rtu import build_request, crc_ok
 from sdm.meters.registry import lookup
-from sdm.rtu import build_request, crc_ok
 from simulator.cli import main
 from simulator.meters import VirtualMeter
 from simulator.physics import Physics

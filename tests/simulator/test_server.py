@@ -5,7 +5,7 @@ import struct
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from sdm.rtu import build_request, crc_ok
+from sdm.framing.rtu import build_request, crc_ok
 from simulator.server import FrameFinder, answer
 from tests.fakes import virtual_meters
 

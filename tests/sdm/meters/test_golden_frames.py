@@ -9,8 +9,8 @@ code, address, count, CRC low byte first).
 import pytest
 
 from sdm.encoding import FLOAT32, UINT32
+from sdm.framing.rtu import build_request
 from sdm.meters.registry import lookup
-from sdm.rtu import build_request
 
 GOLDEN = [
     # meters.md 1.2: SDM630, FC 04

@@ -1,9 +1,9 @@
-"""The line: a serial port opened with pyserial, read and written by us.
+"""A serial RS485 adapter opened with pyserial, read and written by us.
 
-The poller talks to a :class:`Transport`; a later TCP or RTU-over-TCP bus is
-another class with the same methods.  Reads wait in ``select`` so that, with
-gevent's monkey-patching, the HTTP side keeps running while a meter answers.
-``flush()`` (tcdrain) is never called: gevent cannot make it cooperative.
+It is a :class:`sdm.transport.Line` for RTU framing.  Reads wait in ``select``;
+in the gateway the bus runs in a thread of its own, so the wait blocks only
+that thread.  ``flush()`` (tcdrain) is never called: a frame's end is computed
+from its length and the line rate instead.
 """
 
 from __future__ import annotations
@@ -12,56 +12,12 @@ import os
 import select
 import termios
 import time
-from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import serial
 from gevent import monkey
 
-
-class TransportError(Exception):
-    """The adapter cannot be used: missing, unplugged, or failing I/O."""
-
-
-@dataclass(frozen=True)
-class Comset:
-    baud: int
-    parity: str  # serial.PARITY_NONE or serial.PARITY_EVEN
-
-    @property
-    def bits_per_char(self) -> int:
-        return 10 if self.parity == serial.PARITY_NONE else 11
-
-    @property
-    def char_time(self) -> float:
-        return self.bits_per_char / self.baud
-
-    def __str__(self) -> str:
-        return f"{self.baud} 8{self.parity}1"
-
-
-# gosdm630's -c/--comset table (meters.md 0.4)
-COMSETS: Dict[int, Comset] = {
-    1: Comset(2400, serial.PARITY_NONE),
-    2: Comset(9600, serial.PARITY_NONE),
-    3: Comset(19200, serial.PARITY_NONE),
-    4: Comset(2400, serial.PARITY_EVEN),
-    5: Comset(9600, serial.PARITY_EVEN),
-    6: Comset(19200, serial.PARITY_EVEN),
-}
-
-
-def comset(number: int) -> Comset:
-    try:
-        return COMSETS[number]
-    except KeyError:
-        raise ValueError(f"comset must be 1-6, not {number}") from None
-
-
-def silence_time(char_time: float) -> float:
-    """MODBUS inter-frame silence: 3.5 characters, at least 1.75 ms above 19200 baud."""
-    return max(3.5 * char_time, 0.00175)
-
+from . import Comset, TransportError, silence_time
 
 _select_now = monkey.get_original("select", "select")
 
@@ -75,8 +31,11 @@ def ready_now(fd: int) -> bool:
 class SerialTransport:
     """An RS485 adapter: open, write frames with the silence between them, read by deadline."""
 
+    kind = "serial"
+
     def __init__(self, path: str, settings: Comset):
         self.path = path
+        self.port = path
         self.settings = settings
         self.char_time = settings.char_time
         self._port: Optional[serial.Serial] = None

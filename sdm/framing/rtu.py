@@ -15,12 +15,12 @@ silence after it make the exchange ``malformed``.
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Protocol
+from typing import List, Optional
 
 from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
 
-from .transport import silence_time
+from ..transport import Line, LineCost, Transport, silence_time
 
 REQUEST_BYTES = 8          # slave, fc, address (2), count (2), CRC (2)
 REPLY_OVERHEAD = 5         # slave, fc, byte count, CRC (2)
@@ -74,17 +74,6 @@ ILLEGAL_DATA_ADDRESS = 2
 ILLEGAL_DATA_VALUE = 3
 
 ERROR_KINDS = (NoReply.kind, ShortReply.kind, CRCError.kind, MalformedReply.kind, ExceptionReply.kind)
-
-
-class Line(Protocol):
-    """What an exchange needs from a transport (see transport.py)."""
-
-    char_time: float
-
-    def clear_input(self) -> None: ...
-    def write(self, data: bytes) -> None: ...
-    def read(self, size: int, deadline: float) -> bytes: ...
-    def settle(self, quiet: float, limit: float) -> None: ...
 
 
 def build_request(slave: int, fc: int, start: int, count: int) -> bytes:
@@ -170,3 +159,26 @@ def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: f
     except ModbusError:
         line.settle(quiet=max(8 * line.char_time, 0.005), limit=timeout)
         raise
+
+
+class RtuLink:
+    """RTU framing on a transport (a serial port, or a transparent gateway's socket): a bus's Link."""
+
+    def __init__(self, transport: Transport, round_trip: float = 0.0):
+        self.transport = transport
+        self.port = transport.port
+        self.kind = transport.kind
+        self.cost = LineCost(transport.char_time, 3.5, round_trip)
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport.is_open
+
+    def open(self) -> None:
+        self.transport.open()
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float) -> List[int]:
+        return exchange(self.transport, slave, fc, start, count, timeout)
