@@ -17,6 +17,7 @@ import gevent
 from sdm.plan import wire_time
 from sdm.poller import MeterReader, PollSettings
 from sdm.readings import LAYOUT
+from sdm.transport import LineCost
 from tests.support import Gateway, http_request
 
 from .common import BUS, comset, configs, cpu_seconds, memory_kib, meter_status, paced_simulator
@@ -108,7 +109,8 @@ def median(runs: List[Dict[str, Optional[float]]], key: str) -> Optional[float]:
 def run() -> dict:
     line = comset()
     wanted = {cfg.device_id: len(cfg.model.registers) for cfg in configs(BUS)}
-    wire_s = {cfg.device_id: wire_time(MeterReader(cfg, line.char_time, PollSettings()).blocks, line.char_time)
+    cost = LineCost(line.char_time)
+    wire_s = {cfg.device_id: wire_time(MeterReader(cfg, cost, PollSettings()).blocks, line.char_time)
               for cfg in configs(BUS)}
     starts = []
     with paced_simulator(BUS, line) as sim:

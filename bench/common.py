@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional
 
 import gevent
 
+from sdm.framing.rtu import RtuLink
 from sdm.hub import Hub, MeterConfig, MeterUpdate
 from sdm.meters.registry import parse_device_list
 from sdm.plan import Block, wire_time
@@ -88,8 +89,9 @@ def poll_in_process(devices: str, line: Comset, link: Path, settings: PollSettin
                     min_span: float, limit: float) -> Readings:
     """Run the gateway's poller on ``link`` until each meter has ``min_span`` s of readings after
     its first (at least two more), or ``limit`` s pass; the times of its complete readings."""
-    hub = Hub(configs(devices))
-    poller = Poller(hub, SerialTransport(str(link), line), settings)
+    meters = configs(devices)
+    hub = Hub(meters)
+    poller = Poller(hub, RtuLink(SerialTransport(str(link), line)), meters, settings)
     seen = Readings({reader.device_id: reader.blocks for reader in poller.readers})
 
     def on_update(event) -> None:

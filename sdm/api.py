@@ -64,27 +64,46 @@ def _error_body(error: bottle.HTTPError) -> bytes:
     return dumps({"error": message})
 
 
+def find_meter(hub: Hub, key: str) -> MeterState:
+    """The meter a route names: by name, or by MODBUS id when exactly one bus has that id.
+
+    Names are never all digits, so ``/last/1`` is always an id.  ApiError: 400 for
+    an id out of range, 404 for no such meter, 409 when several buses have the id.
+    """
+    digits = key.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        found = hub.meters.get(key)
+        if found is None:
+            raise ApiError(404, f"Device {key} does not exist.")
+        return found
+    try:
+        device_id = parse_slave_id(digits)
+    except ValueError as err:
+        raise ApiError(400, str(err)) from None
+    matches = hub.with_id(device_id)
+    if not matches:
+        raise ApiError(404, f"Device {device_id} does not exist.")
+    if len(matches) > 1:
+        raise ApiError(409, f"Device {device_id} exists on {len(matches)} buses; ask for it by name.",
+                       meters=[m.name for m in matches])
+    return matches[0]
+
+
 def last_all_body(hub: Hub) -> bytes:
     """The /last array: the cached Readings of every available meter."""
     return b"[" + b",".join(m.readings_json()[:-1] for m in hub.available()) + b"]\n"
 
 
-def make_app(hub: Hub) -> bottle.Bottle:
+def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
     app.default_error_handler = _error_body
 
-    def meter(id_text: str, require_available: bool = True) -> MeterState:
-        try:
-            device_id = parse_slave_id(id_text)
-        except ValueError as err:
-            raise ApiError(400, str(err)) from None
-        found: Optional[MeterState] = hub.meters.get(device_id)
-        if found is None:
-            raise ApiError(404, f"Device {device_id} does not exist.")
+    def meter(key: str, require_available: bool = True) -> MeterState:
+        found = find_meter(hub, key)
         if require_available and found.status != AVAILABLE:
             age = found.age()
-            raise ApiError(503, f"Device {device_id} is not available.",
+            raise ApiError(503, f"Device {key} is not available.",
                            age=None if age is None else round(age, 3))
         return found
 
@@ -122,7 +141,7 @@ def make_app(hub: Hub) -> bottle.Bottle:
             raise ApiError(404, f"no such asset: {path}")
         return bottle.static_file(path, root=WEB_ROOT)
 
-    add_metrics_route(app, hub)
+    add_metrics_route(app, hub, bus_label)
     for prefix in ("last", "minuteavg", "status"):
         app.route(f"/{prefix}/", "GET", _bind(slash_redirect, prefix))
     return app
@@ -149,10 +168,10 @@ def fast_last(hub: Hub, app: Callable) -> Callable:
         if not path.startswith("/last/"):
             return None
         try:
-            found = hub.meters.get(parse_slave_id(path[len("/last/"):]))
-        except ValueError:
+            found = find_meter(hub, path[len("/last/"):])
+        except ApiError:
             return None
-        return found.readings_json() if found is not None and found.status == AVAILABLE else None
+        return found.readings_json() if found.status == AVAILABLE else None
 
     def wsgi(environ, start_response):
         body = body_for(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "GET" else None

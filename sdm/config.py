@@ -22,11 +22,11 @@ DEFAULT_BUS_NAME = "bus"       # the one bus of a gateway started with flags
 class MeterConfig:
     """One meter on one bus, as configured.  ``name`` is unique in the gateway (its UniqueId)."""
 
-    bus: str
     device_id: int
     type_name: str                  # as configured, upper case: SDM, SDM630, JANITZA, ...
     model: MeterModel
     name: str
+    bus: str = DEFAULT_BUS_NAME
     pause: Optional[float] = None   # seconds of quiet before its next request; None: the model's
     interval: float = 0.0           # least seconds between the starts of two readings
     slow: float = 0.0               # read the slow set only every this many seconds; 0: every cycle
@@ -104,3 +104,31 @@ class Config:
     @property
     def meters(self) -> Tuple[MeterConfig, ...]:
         return tuple(meter for bus in self.buses for meter in bus.meters)
+
+
+def from_args(args) -> Config:
+    """Placeholder until the file reader lands: the one-bus Config of today's flags."""
+    from .meters.registry import lookup, parse_device_list
+    from .mqtt import config_from_args
+    from .schedule import schedules
+    from .transport import comset
+
+    devices = parse_device_list(args.device_list)
+    if "%d" not in args.unique_id_format:
+        raise ValueError("--unique_id_format must contain %d")
+    pauses = {}
+    for item in args.pause:
+        keyword, sep, ms = item.partition("=")
+        if not sep:
+            raise ValueError(f"--pause {item!r} is not TYPE=MS")
+        pauses[lookup(keyword).key] = float(ms) / 1000.0
+    plan = schedules([slave for _, _, slave in devices], args.interval, args.slow)
+    meters = tuple(
+        MeterConfig(slave, type_name, model, args.unique_id_format % slave, DEFAULT_BUS_NAME,
+                    pauses.get(model.key), plan[slave].interval, plan[slave].slow_interval)
+        for type_name, model, slave in devices)
+    line = comset(args.comset)
+    bus = BusConfig(DEFAULT_BUS_NAME, args.serialadapter, line.baud, line.parity, args.timeout, args.retries,
+                    args.max_failures, args.reprobe_max, meters)
+    return Config((bus,), HttpConfig(args.url, args.max_ws_clients, args.max_long_polls),
+                  config_from_args(args), MetricsConfig(bus_label=False), args.verbose)

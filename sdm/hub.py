@@ -1,10 +1,15 @@
-"""The readings hub: what every output reads, and what the poller writes.
+"""The readings hub: what every output reads, and what the bus pollers write.
 
 For each configured meter it keeps the last value of every measurement, a
 bounded one-minute window for averages, the meter's status and counters,
-and the serialized Readings JSON (made once per change, not per request).
-Outputs subscribe to updates; a subscriber is called in the poller's
-greenlet and must not block (streams hand the event to their own queue).
+and the serialized Readings JSON (made once per change, not per request);
+for each bus its connection state.  A meter is known by its name (unique in
+the gateway); the same MODBUS id may exist on several buses.
+
+The hub lives on the gevent loop's thread.  Pollers run in threads of their
+own and reach it through :class:`sdm.bus.LoopSink`, which replays their calls
+here in order.  Subscribers are called on this thread and must not block
+(streams hand the event to their own queue).
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from .meters.model import MeterModel
+from .config import MeterConfig
 from .readings import dumps, readings
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ WINDOW_MAX_SAMPLES = 4096   # bounds memory whatever the poll rate
 class MeterUpdate:
     """Values from one successful read of one meter."""
 
+    name: str
     device_id: int
     values: Mapping[str, Optional[float]]
     timestamp: float
@@ -42,6 +48,7 @@ class MeterUpdate:
 class AvailabilityUpdate:
     """A meter turned available or unavailable."""
 
+    name: str
     device_id: int
     status: str
     timestamp: float
@@ -53,12 +60,16 @@ class StatusUpdate:
     timestamp: float
 
 
-@dataclass(frozen=True)
-class MeterConfig:
-    device_id: int
-    type_name: str         # as configured, upper case: SDM, SDM630, JANITZA, ...
-    model: MeterModel
-    unique_id: str
+@dataclass
+class BusState:
+    """One bus's connection as the outputs see it."""
+
+    name: str
+    port: str = ""
+    transport: str = "serial"
+    connected: bool = False
+    reconnects: int = 0
+    hint: Optional[str] = None      # what the link suspects is wrong (a gateway in the wrong mode)
 
 
 @dataclass
@@ -79,8 +90,12 @@ class MeterState:
     def device_id(self) -> int:
         return self.config.device_id
 
+    @property
+    def name(self) -> str:
+        return self.config.name
+
     def readings(self) -> dict:
-        return readings(self.config.unique_id, self.device_id, self.timestamp, self.values)
+        return readings(self.config.name, self.device_id, self.timestamp, self.values)
 
     def readings_json(self) -> bytes:
         if self._json is None:
@@ -109,29 +124,34 @@ class MeterState:
                     counts[name] = counts.get(name, 0) + 1
         means = {name: sums[name] / counts[name] for name in sums}
         newest = self.window[-1][0] if self.window else 0.0
-        return readings(self.config.unique_id, self.device_id, newest, means)
+        return readings(self.config.name, self.device_id, newest, means)
 
 
 Subscriber = Callable[[object], None]
 
 
 class Hub:
-    """Meters by Modbus id, their readings, and the subscribers to updates."""
+    """Meters by name, their readings, the buses' state, and the subscribers to updates."""
 
-    def __init__(self, configs: List[MeterConfig]):
+    def __init__(self, configs: Iterable[MeterConfig], buses: Iterable[BusState] = ()):
+        configs = list(configs)
         self.started = time.time()
-        self.meters: Dict[int, MeterState] = {
-            cfg.device_id: MeterState(cfg) for cfg in sorted(configs, key=lambda c: c.device_id)}
-        self.bus: Dict[str, object] = {"Device": "", "Connected": False, "Reconnects": 0}
+        self.buses: Dict[str, BusState] = {bus.name: bus for bus in buses}
+        for config in configs:
+            self.buses.setdefault(config.bus, BusState(config.bus))
+        order = list(self.buses)
+        self.meters: Dict[str, MeterState] = {
+            cfg.name: MeterState(cfg)
+            for cfg in sorted(configs, key=lambda c: (order.index(c.bus), c.device_id))}
         self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
 
-    # -- written by the poller -------------------------------------------------
-    def publish(self, device_id: int, values: Mapping[str, Optional[float]],
+    # -- written by the pollers ------------------------------------------------
+    def publish(self, name: str, values: Mapping[str, Optional[float]],
                 timestamp: Optional[float] = None, complete: bool = False) -> None:
         """Merge a successful read into the meter's last values and tell subscribers."""
-        meter = self.meters[device_id]
+        meter = self.meters[name]
         now = timestamp or time.time()
         meter.values.update(values)
         meter.timestamp = meter.last_good = now
@@ -140,25 +160,35 @@ class Hub:
         meter._json = None
         if complete:
             meter.complete_readings += 1
-        self._emit(MeterUpdate(device_id, dict(values), now, complete))
+        self._emit(MeterUpdate(name, meter.device_id, dict(values), now, complete))
 
-    def set_status(self, device_id: int, status: str) -> None:
-        meter = self.meters[device_id]
+    def set_status(self, name: str, status: str) -> None:
+        meter = self.meters[name]
         if meter.status == status:
             return
         meter.status = status
         meter._json = None
         if status == UNAVAILABLE:
             meter.window.clear()
-        log.info("meter %d: %s", device_id, status)
-        self._emit(AvailabilityUpdate(device_id, status, time.time()))
+        log.info("bus %s, meter %s (id %d): %s", meter.config.bus, name, meter.device_id, status)
+        self._emit(AvailabilityUpdate(name, meter.device_id, status, time.time()))
 
-    def count(self, device_id: int, error_kind: Optional[str] = None) -> None:
+    def count(self, name: str, error_kind: Optional[str] = None) -> None:
         """One request to a meter, failed with ``error_kind`` or successful (None)."""
-        meter = self.meters[device_id]
+        meter = self.meters[name]
         meter.requests += 1
         if error_kind:
             meter.errors[error_kind] += 1
+
+    def bus_state(self, bus: str, connected: bool, reopened: bool = False,
+                  hint: Optional[str] = None) -> None:
+        """A bus's link opened or closed (``reopened``: open again after a failure)."""
+        state = self.buses[bus]
+        state.connected = connected
+        if reopened:
+            state.reconnects += 1
+        if hint is not None:
+            state.hint = hint or None
 
     def publish_status(self, status: Mapping) -> None:
         self._emit(StatusUpdate(status, time.time()))
@@ -166,6 +196,13 @@ class Hub:
     # -- read by the outputs ---------------------------------------------------
     def available(self) -> List[MeterState]:
         return [m for m in self.meters.values() if m.status == AVAILABLE]
+
+    def with_id(self, device_id: int) -> List[MeterState]:
+        """Every meter with this MODBUS id (one per bus that has it)."""
+        return [m for m in self.meters.values() if m.device_id == device_id]
+
+    def on_bus(self, bus: str) -> List[MeterState]:
+        return [m for m in self.meters.values() if m.config.bus == bus]
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)

@@ -24,6 +24,7 @@ from .measurements import PHASES
 KWH_JOULES = 3.6e6
 PERCENT = 0.01
 LABELS = ["meter", "model"]
+BUS_LABEL = "bus"
 
 
 @dataclass(frozen=True)
@@ -67,15 +68,6 @@ TOTALS = [
 ]
 
 
-def family(spec: Exported, extra_labels: List[str]) -> Metric:
-    kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
-    return kind(spec.metric, spec.help, labels=LABELS + extra_labels)
-
-
-def labels(meter: MeterState) -> List[str]:
-    return [meter.config.unique_id, meter.config.model.model]
-
-
 def reporting(meter: MeterState) -> bool:
     return meter.status == AVAILABLE and bool(meter.last_good)
 
@@ -86,69 +78,89 @@ def scaled(meter: MeterState, name: str, scale: float) -> Optional[float]:
 
 
 class HubCollector:
-    """prometheus_client collector over the hub's last values and counters."""
+    """prometheus_client collector over the hub's last values and counters.
 
-    def __init__(self, hub: Hub):
+    With ``bus_label`` every meter series also carries its bus's name (a gateway
+    started with flags leaves it out, so its series stay as they always were).
+    """
+
+    def __init__(self, hub: Hub, bus_label: bool = False):
         self.hub = hub
+        self.names = LABELS + [BUS_LABEL] if bus_label else LABELS
+
+    def family(self, spec: Exported, extra_labels: List[str]) -> Metric:
+        kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
+        return kind(spec.metric, spec.help, labels=self.names + extra_labels)
+
+    def labels(self, meter: MeterState) -> List[str]:
+        values = [meter.name, meter.config.model.model]
+        return values + [meter.config.bus] if len(self.names) > len(LABELS) else values
 
     def collect(self) -> Iterator[Metric]:
         meters = [m for m in self.hub.meters.values() if reporting(m)]
         for spec in PER_PHASE:
-            metric = family(spec, ["phase"])
+            metric = self.family(spec, ["phase"])
             for meter in meters:
                 for number, letter in enumerate(PHASES, start=1):
                     value = scaled(meter, f"{spec.source}Phs{letter}", spec.scale)
                     if value is not None:
-                        metric.add_metric(labels(meter) + [f"L{number}"], value)
+                        metric.add_metric(self.labels(meter) + [f"L{number}"], value)
             yield metric
         for spec in TOTALS:
-            metric = family(spec, [])
+            metric = self.family(spec, [])
             for meter in meters:
                 value = scaled(meter, spec.source, spec.scale)
                 if value is not None:
-                    metric.add_metric(labels(meter), value)
+                    metric.add_metric(self.labels(meter), value)
             yield metric
         yield from self._meter_health()
         yield from self._bus()
 
     def _meter_health(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("sdm_meter_up", "1 while the meter answers, 0 while it is unavailable.",
-                               labels=LABELS)
+                               labels=self.names)
         readings = CounterMetricFamily("sdm_meter_readings", "Complete readings of all of a meter's values.",
-                                       labels=LABELS)
+                                       labels=self.names)
         last = GaugeMetricFamily("sdm_meter_last_reading_timestamp_seconds",
-                                 "Unix time of the meter's last good answer.", labels=LABELS)
-        requests = CounterMetricFamily("sdm_modbus_requests", "MODBUS requests sent to a meter.", labels=LABELS)
+                                 "Unix time of the meter's last good answer.", labels=self.names)
+        requests = CounterMetricFamily("sdm_modbus_requests", "MODBUS requests sent to a meter.", labels=self.names)
         errors = CounterMetricFamily("sdm_modbus_errors", "Failed MODBUS requests to a meter, by kind of failure.",
-                                     labels=LABELS + ["kind"])
+                                     labels=self.names + ["kind"])
         for meter in self.hub.meters.values():
-            up.add_metric(labels(meter), 1.0 if reporting(meter) else 0.0)
-            readings.add_metric(labels(meter), meter.complete_readings)
+            up.add_metric(self.labels(meter), 1.0 if reporting(meter) else 0.0)
+            readings.add_metric(self.labels(meter), meter.complete_readings)
             if meter.last_good:
-                last.add_metric(labels(meter), meter.last_good)
-            requests.add_metric(labels(meter), meter.requests)
+                last.add_metric(self.labels(meter), meter.last_good)
+            requests.add_metric(self.labels(meter), meter.requests)
             for kind in ERROR_KINDS:
-                errors.add_metric(labels(meter) + [kind], meter.errors.get(kind, 0))
+                errors.add_metric(self.labels(meter) + [kind], meter.errors.get(kind, 0))
         yield from (up, readings, last, requests, errors)
 
     def _bus(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("sdm_bus_connected", "1 while the serial adapter is open.",
-                                value=1.0 if self.hub.bus.get("Connected") else 0.0)
-        yield CounterMetricFamily("sdm_bus_reopens", "Times the serial adapter was opened again after a failure.",
-                                  value=float(self.hub.bus.get("Reconnects", 0)))
+        bus_labels = [BUS_LABEL] if len(self.names) > len(LABELS) else []
+        connected = GaugeMetricFamily("sdm_bus_connected", "1 while the bus's adapter or gateway connection "
+                                      "is open.", labels=bus_labels)
+        reopens = CounterMetricFamily("sdm_bus_reopens", "Times the bus's adapter or connection was opened "
+                                      "again after a failure.", labels=bus_labels)
+        for bus in self.hub.buses.values():
+            label = [bus.name] if bus_labels else []
+            connected.add_metric(label, 1.0 if bus.connected else 0.0)
+            reopens.add_metric(label, float(bus.reconnects))
+        yield connected
+        yield reopens
 
 
-def registry_for(hub: Hub) -> CollectorRegistry:
+def registry_for(hub: Hub, bus_label: bool = False) -> CollectorRegistry:
     """The hub's metrics plus the process's own (CPU, memory, open files)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(hub))
+    registry.register(HubCollector(hub, bus_label))
     ProcessCollector(registry=registry)
     return registry
 
 
-def add_metrics_route(app: bottle.Bottle, hub: Hub) -> None:
+def add_metrics_route(app: bottle.Bottle, hub: Hub, bus_label: bool = False) -> None:
     """``GET /metrics`` in the Prometheus text format (OpenMetrics when the scraper asks for it)."""
-    registry = registry_for(hub)
+    registry = registry_for(hub, bus_label)
 
     @app.get("/metrics")
     def metrics():

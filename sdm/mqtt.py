@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.event
 
+from .config import MqttConfig
 from .ha_discovery import OFFLINE, ONLINE, DiscoverySettings, config_filter, encoded_configs
 from .hub import AVAILABLE, AvailabilityUpdate, Hub, MeterState, MeterUpdate
 from .measurements import describe
@@ -126,29 +127,43 @@ def add_mqtt_flags(parser: argparse.ArgumentParser) -> None:
                       help="Home Assistant's discovery prefix (default: %(default)s)")
 
 
-def settings_from_args(args: argparse.Namespace) -> Optional[MqttSettings]:
-    """MqttSettings from the flags, None when MQTT is off; ValueError for bad values."""
-    if not args.broker:
+def config_from_args(args: argparse.Namespace) -> MqttConfig:
+    """The MQTT part of the configuration from the flags of :func:`add_mqtt_flags`."""
+    return MqttConfig(
+        broker=args.broker, topic=args.topic, user=args.user, password=args.password,
+        client_id=args.clientid, qos=args.qos, rate=args.rate, clean=args.clean, ca_file=args.mqtt_ca,
+        per_value=args.mqtt_per_value, queue=args.mqtt_queue, backoff_max=args.mqtt_backoff_max,
+        ha_discovery=args.ha_discovery, ha_prefix=args.ha_prefix)
+
+
+def settings_from_config(config: MqttConfig) -> Optional[MqttSettings]:
+    """MqttSettings from the configuration, None when MQTT is off; ValueError for bad values
+    (named as their flags, which users of a file also find in docs/config.md)."""
+    if not config.broker:
         return None
-    if args.rate < 0:
+    if config.rate < 0:
         raise ValueError("--rate must be 0 or more seconds")
-    if args.mqtt_queue < 1:
+    if config.queue < 1:
         raise ValueError("--mqtt-queue must be at least 1")
-    if args.mqtt_backoff_max < 1:
+    if config.backoff_max < 1:
         raise ValueError("--mqtt-backoff-max must be at least 1 second")
-    if args.mqtt_ca and not os.path.isfile(args.mqtt_ca):
-        raise ValueError(f"--mqtt-ca {args.mqtt_ca!r} is not a file")
+    if config.ca_file and not os.path.isfile(config.ca_file):
+        raise ValueError(f"--mqtt-ca {config.ca_file!r} is not a file")
     return MqttSettings(
-        broker=parse_broker(args.broker), base=check_base(args.topic), client_id=args.clientid,
-        user=args.user, password=args.password, qos=args.qos, rate=args.rate, clean=args.clean,
-        ca_file=args.mqtt_ca, per_value=args.mqtt_per_value, queue_size=args.mqtt_queue,
-        backoff_max=args.mqtt_backoff_max,
-        ha_prefix=check_base(args.ha_prefix) if args.ha_discovery else None)
+        broker=parse_broker(config.broker), base=check_base(config.topic), client_id=config.client_id,
+        user=config.user, password=config.password, qos=config.qos, rate=config.rate, clean=config.clean,
+        ca_file=config.ca_file, per_value=config.per_value, queue_size=config.queue,
+        backoff_max=config.backoff_max,
+        ha_prefix=check_base(config.ha_prefix) if config.ha_discovery else None)
 
 
-def start_mqtt(hub: Hub, args: argparse.Namespace) -> Optional[MqttPublisher]:
-    """Start publishing the hub when ``--broker`` is given (ValueError for bad flags)."""
-    settings = settings_from_args(args)
+def settings_from_args(args: argparse.Namespace) -> Optional[MqttSettings]:
+    return settings_from_config(config_from_args(args))
+
+
+def start_mqtt(hub: Hub, config: MqttConfig) -> Optional[MqttPublisher]:
+    """Start publishing the hub when a broker is configured (ValueError for bad settings)."""
+    settings = settings_from_config(config)
     if settings is None:
         return None
     publisher = MqttPublisher(hub, settings)
@@ -173,15 +188,15 @@ class CounterGuard:
     """
 
     def __init__(self) -> None:
-        self.highest: Dict[Tuple[int, str], float] = {}
-        self.holding: Set[Tuple[int, str]] = set()   # counters being held up after a drop
+        self.highest: Dict[Tuple[str, str], float] = {}
+        self.holding: Set[Tuple[str, str]] = set()   # counters being held up after a drop
 
-    def apply(self, device_id: int, values: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
+    def apply(self, meter: str, values: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
         guarded = dict(values)
         for name, value in values.items():
             if describe(name).unit not in COUNTER_UNITS:
                 continue
-            key = (device_id, name)
+            key = (meter, name)
             last = self.highest.get(key)
             if last is None or (value is not None and value >= last):
                 if value is not None:
@@ -191,8 +206,8 @@ class CounterGuard:
             guarded[name] = last
             if value is not None and key not in self.holding:
                 self.holding.add(key)
-                log.warning("meter %d: %s fell from %s to %s; MQTT keeps %s until the meter exceeds it",
-                            device_id, name, last, value, last)
+                log.warning("meter %s: %s fell from %s to %s; MQTT keeps %s until the meter exceeds it",
+                            meter, name, last, value, last)
         return guarded
 
 
@@ -212,7 +227,7 @@ class MqttPublisher:
         self._outage_logged = False
         self._stopping = False
         self._outstanding: Deque[paho.MQTTMessageInfo] = deque()
-        self._availability: Dict[int, str] = {}
+        self._availability: Dict[str, str] = {}
         self._last_sent: Dict[str, float] = {}
         self.discovery: Optional[DiscoverySettings] = None
         self.configs: Dict[str, bytes] = {}
@@ -269,12 +284,12 @@ class MqttPublisher:
     def on_event(self, event: object) -> None:
         if isinstance(event, MeterUpdate):
             if self.settings.per_value:
-                self._enqueue(("values", event.device_id, event.values))
+                self._enqueue(("values", event.name, event.values))
             if event.complete:
-                meter = self.hub.meters[event.device_id]
-                self._enqueue(("state", event.device_id, dict(meter.values), meter.timestamp))
+                meter = self.hub.meters[event.name]
+                self._enqueue(("state", event.name, dict(meter.values), meter.timestamp))
         elif isinstance(event, AvailabilityUpdate):
-            self._enqueue(("availability", event.device_id))
+            self._enqueue(("availability", event.name))
 
     def _enqueue(self, item: tuple) -> None:
         if len(self.queue) >= self.settings.queue_size:
@@ -376,8 +391,8 @@ class MqttPublisher:
             self._send_availability(meter)
 
     def _send(self, item: tuple) -> None:
-        kind, device_id = item[0], item[1]
-        meter = self.hub.meters[device_id]
+        kind, name = item[0], item[1]
+        meter = self.hub.meters[name]
         if kind == "values":
             self._send_values(meter, item[2])
         elif kind == "state":
@@ -388,19 +403,19 @@ class MqttPublisher:
 
     def _send_availability(self, meter: MeterState) -> None:
         status = ONLINE if meter.status == AVAILABLE and meter.last_good else OFFLINE
-        if self._availability.get(meter.device_id) != status:
-            self._availability[meter.device_id] = status
+        if self._availability.get(meter.name) != status:
+            self._availability[meter.name] = status
             self._publish(self.topics.availability(meter.config.unique_id), status.encode(), retain=True)
 
     def _send_state(self, meter: MeterState, values: Mapping[str, Optional[float]], timestamp: float) -> None:
         topic = self.topics.state(meter.config.unique_id)
         if self._rate_limited(topic):
             return
-        guarded = self.guard.apply(meter.device_id, values)
+        guarded = self.guard.apply(meter.name, values)
         self._publish(topic, dumps(readings(meter.config.unique_id, meter.device_id, timestamp, guarded))[:-1])
 
     def _send_values(self, meter: MeterState, values: Mapping[str, Optional[float]]) -> None:
-        for name, value in self.guard.apply(meter.device_id, values).items():
+        for name, value in self.guard.apply(meter.name, values).items():
             topic = self.topics.value(meter.config.unique_id, name)
             if value is not None and not self._rate_limited(topic):
                 self._publish(topic, b"%.3f" % value)

@@ -1,6 +1,6 @@
 """The bus loop: schedule requests, exchange frames, decode, publish to the hub.
 
-One poller owns one transport.  Each meter reads its planned blocks in turn
+One poller owns one bus: its link (transport and framing) and its meters.  Each meter reads its planned blocks in turn
 (a cycle): all of its values, or only the fast set between two reads of the
 slow set, and no sooner than its poll interval allows (sdm/schedule.py).
 Requests of different meters interleave: the poller always sends the request
@@ -8,6 +8,10 @@ whose meter is ready first, so one meter's quiet time after a reply is spent
 talking to another.  A meter that keeps failing turns
 unavailable and is re-probed with back-off; an adapter that fails is closed
 and reopened with back-off while the HTTP side keeps serving.
+
+The poller only calls its :class:`Sink` (publish, count, set_status,
+bus_state): the hub itself when it runs on the hub's thread (tests), or a
+:class:`sdm.bus.LoopSink` when it runs in a bus thread of its own.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Mapping, Optional, Protocol, Sequence
 
+from .config import DEFAULT_BUS_NAME, MeterConfig
 from .encoding import decode
 from .framing import rtu
-from .hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
+from .hub import AVAILABLE, UNAVAILABLE
 from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
 from .readings import finite_or_none
 from .schedule import Schedule, is_slow, next_due
-from .transport import LineCost, TransportError
+from .transport import LineCost, Link, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +43,35 @@ class PollSettings:
     reprobe_max: float = 60.0     # back-off ceiling (s)
     reopen_min: float = 0.5       # first retry delay after the adapter failed (s)
     reopen_max: float = 10.0
+    # Overrides for tests and benchmarks; a gateway configures pause and schedule per meter.
     pauses: Optional[Dict[str, float]] = None   # model key -> pause (s), overrides the model's
-    schedules: Optional[Dict[int, Schedule]] = None   # meter id -> schedule; default: as fast as possible
+    schedules: Optional[Dict[int, Schedule]] = None   # meter id -> schedule
     merge: bool = True            # False: one request per value, as gosdm630 did (for comparison)
+
+
+class Sink(Protocol):
+    """Where a poller reports: the hub's writing side, keyed by meter name and bus name."""
+
+    def publish(self, name: str, values: Mapping[str, Optional[float]],
+                timestamp: Optional[float] = None, complete: bool = False) -> None: ...
+    def count(self, name: str, error_kind: Optional[str] = None) -> None: ...
+    def set_status(self, name: str, status: str) -> None: ...
+    def bus_state(self, bus: str, connected: bool, reopened: bool = False,
+                  hint: Optional[str] = None) -> None: ...
+
+
+def pause_of(config: MeterConfig, settings: PollSettings) -> float:
+    """The quiet time a meter needs before its next request: configured, overridden, or the model's."""
+    override = (settings.pauses or {}).get(config.model.key)
+    if override is not None:
+        return override
+    return config.model.pause if config.pause is None else config.pause
+
+
+def schedule_of(config: MeterConfig, settings: PollSettings) -> Schedule:
+    if settings.schedules is not None:
+        return settings.schedules.get(config.device_id, Schedule())
+    return Schedule(config.interval, config.slow)
 
 
 def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
@@ -55,13 +86,13 @@ def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[f
 class MeterReader:
     """One meter's schedule: its blocks, the cycle under way, failures and back-off."""
 
-    def __init__(self, config: MeterConfig, char_time: float, settings: PollSettings):
+    def __init__(self, config: MeterConfig, cost: LineCost, settings: PollSettings):
         self.config = config
         self.settings = settings
         model = config.model
-        self.pause = (settings.pauses or {}).get(model.key, model.pause)
-        self.schedule = (settings.schedules or {}).get(config.device_id, Schedule())
-        self._overhead = request_overhead_chars(LineCost(char_time), self.pause)
+        self.pause = pause_of(config, settings)
+        self.schedule = schedule_of(config, settings)
+        self._overhead = request_overhead_chars(cost, self.pause)
         self.blocks: List[Block] = self._plan(model.registers)   # every value
         fast = [reg for reg in model.registers if not is_slow(reg.name)]
         # The fast set alone, for the cycles between two reads of the slow set.
@@ -87,6 +118,15 @@ class MeterReader:
     @property
     def device_id(self) -> int:
         return self.config.device_id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def label(self) -> str:
+        """How log lines name the meter: ``bus cabinet, meter house (id 1)``."""
+        return f"bus {self.config.bus}, meter {self.config.name} (id {self.config.device_id})"
 
     def next_block(self, now: float) -> Block:
         if not self.available:
@@ -162,14 +202,14 @@ class MeterReader:
         index = blocks.index(block)
         if len(block.registers) > 1:
             parts = split(block)
-            log.warning("meter %d: block fc%d %d+%d refused; reading its %d values one by one",
-                        self.device_id, block.fc, block.start, block.count, len(parts))
+            log.warning("%s: block fc%d %d+%d refused; reading its %d values one by one",
+                        self.label, block.fc, block.start, block.count, len(parts))
             blocks[index:index + 1] = parts
             self.pending.popleft()
             self.pending.extendleft(reversed(parts))
         else:
-            log.warning("meter %d: has no %s (address %d refused); no longer read",
-                        self.device_id, block.registers[0].name, block.start)
+            log.warning("%s: has no %s (address %d refused); no longer read",
+                        self.label, block.registers[0].name, block.start)
             del blocks[index]
             self._done()
             if not blocks:
@@ -182,8 +222,8 @@ class MeterReader:
         if blocks is self.fast_blocks:
             self.fast_blocks = None
             return
-        log.error("meter %d: refuses every value of the %s table; is it really one?",
-                  self.device_id, self.config.model.model)
+        log.error("%s: refuses every value of the %s table; is it really one?",
+                  self.label, self.config.model.model)
         self.blocks = self.cycle_blocks = self._plan(self.config.model.registers)
         self.available = False
         self.pending.clear()
@@ -191,21 +231,23 @@ class MeterReader:
 
 
 class Poller:
-    """Reads every meter on one transport, continuously, and feeds the hub."""
+    """Reads every meter of one bus through its link, continuously, and reports to a sink."""
 
-    def __init__(self, hub: Hub, transport, settings: Optional[PollSettings] = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self.hub = hub
-        self.transport = transport
+    def __init__(self, sink: Sink, link: Link, meters: Sequence[MeterConfig],
+                 settings: Optional[PollSettings] = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None):
+        self.sink = sink
+        self.link = link
+        self.bus = bus or (meters[0].bus if meters else DEFAULT_BUS_NAME)
         self.settings = settings or PollSettings()
         self.clock = clock
         self.sleep = sleep
-        self.readers = [MeterReader(m.config, transport.char_time, self.settings) for m in hub.meters.values()]
+        self.readers = [MeterReader(config, link.cost, self.settings) for config in meters]
         self._running = False
         self._reopen_delay = self.settings.reopen_min
         self._opened_before = False
         self._outage_logged = False
-        hub.bus["Device"] = getattr(transport, "path", "")
+        self._hint: Optional[str] = None
 
     def stop(self) -> None:
         self._running = False
@@ -214,19 +256,19 @@ class Poller:
         self._running = True
         try:
             while self._running:
-                if not self.transport.is_open and not self._reopen():
+                if not self.link.is_open and not self._reopen():
                     continue
                 self._guarded_step()
         finally:
-            self.transport.close()
-            self.hub.bus["Connected"] = False
+            self.link.close()
+            self.sink.bus_state(self.bus, False)
 
     def _guarded_step(self) -> None:
         """A step whose bug must not end polling for good (HTTP would serve frozen values)."""
         try:
             self.step()
         except Exception:
-            log.exception("bus: poll step failed; polling goes on")
+            log.exception("bus %s: poll step failed; polling goes on", self.bus)
             self.sleep(1.0)
 
     def step(self) -> None:
@@ -239,43 +281,52 @@ class Poller:
             return
         block = reader.next_block(now)
         try:
-            registers = rtu.exchange(self.transport, reader.device_id, block.fc, block.start,
-                                     block.count, self.settings.timeout)
+            registers = self.link.exchange(reader.device_id, block.fc, block.start, block.count,
+                                           self.settings.timeout)
         except rtu.ModbusError as err:
             self._book_failure(reader, block, err)
         except TransportError as err:
             self._adapter_lost(err)
         else:
             self._book_success(reader, block, registers)
+        self._report_hint()
 
     def _book_success(self, reader: MeterReader, block: Block, registers: Sequence[int]) -> None:
         values = decode_block(block, registers)
-        self.hub.count(reader.device_id)
-        log.debug("meter %d: fc%d %d+%d ok %s", reader.device_id, block.fc, block.start, block.count, values)
+        self.sink.count(reader.name)
+        log.debug("%s: fc%d %d+%d ok %s", reader.label, block.fc, block.start, block.count, values)
         was_available = reader.available
         complete = reader.succeeded(self.clock())
-        self.hub.publish(reader.device_id, values, complete=complete)
+        self.sink.publish(reader.name, values, time.time(), complete)
         if not was_available:
-            log.info("meter %d: answers again", reader.device_id)
-            self.hub.set_status(reader.device_id, AVAILABLE)
+            log.info("%s: answers again", reader.label)
+            self.sink.set_status(reader.name, AVAILABLE)
 
     def _book_failure(self, reader: MeterReader, block: Block, err: rtu.ModbusError) -> None:
-        self.hub.count(reader.device_id, err.kind)
-        log.debug("meter %d: fc%d %d+%d failed: %s (%s)", reader.device_id, block.fc, block.start,
+        self.sink.count(reader.name, err.kind)
+        log.debug("%s: fc%d %d+%d failed: %s (%s)", reader.label, block.fc, block.start,
                   block.count, err, err.kind)
         was_available = reader.available
         reader.failed(block, err, self.clock())
         if was_available and not reader.available:
-            log.warning("meter %d: %d failed exchanges in a row (last: %s); unavailable, re-probing",
-                        reader.device_id, reader.failures, err)
-            self.hub.set_status(reader.device_id, UNAVAILABLE)
+            log.warning("%s: %d failed exchanges in a row (last: %s); unavailable, re-probing",
+                        reader.label, reader.failures, err)
+            self.sink.set_status(reader.name, UNAVAILABLE)
+
+    def _report_hint(self) -> None:
+        """Pass on what the link suspects (a gateway in the wrong mode), once per change."""
+        hint = getattr(self.link, "hint", None)
+        if hint != self._hint:
+            self._hint = hint
+            if hint:
+                log.error("bus %s: %s", self.bus, hint)
+            self.sink.bus_state(self.bus, self.link.is_open, hint=hint or "")
 
     def _adapter_lost(self, err: TransportError) -> None:
         """Logged once per outage; every meter turns unavailable until the adapter is back."""
-        log.error("bus: adapter lost (%s); reopening with back-off", err)
-        self.transport.close()
-        self.sleep(0)   # gevent closes the fd on its next loop turn; until then the port stays locked
-        self.hub.bus["Connected"] = False
+        log.error("bus %s: adapter lost (%s: %s); reopening with back-off", self.bus, self.link.port, err)
+        self.link.close()
+        self.sink.bus_state(self.bus, False)
         self._outage_logged = True
         self._meters_unreachable()
 
@@ -284,27 +335,26 @@ class Poller:
         for reader in self.readers:
             if reader.available:
                 reader.lost_bus()
-                self.hub.set_status(reader.device_id, UNAVAILABLE)
+                self.sink.set_status(reader.name, UNAVAILABLE)
 
     def _reopen(self) -> bool:
         try:
-            self.transport.open()
+            self.link.open()
         except TransportError as err:
             if not self._outage_logged:
-                log.error("bus: %s; retrying with back-off", err)
+                log.error("bus %s: %s; retrying with back-off", self.bus, err)
                 self._outage_logged = True
                 self._meters_unreachable()
             else:
-                log.debug("bus: %s; next attempt in %.1f s", err, self._reopen_delay)
+                log.debug("bus %s: %s; next attempt in %.1f s", self.bus, err, self._reopen_delay)
             self.sleep(self._reopen_delay)
             self._reopen_delay = min(self._reopen_delay * 2, self.settings.reopen_max)
             return False
         if self._opened_before:
-            self.hub.bus["Reconnects"] += 1
-            log.info("bus: %s open again", self.transport.path)
+            log.info("bus %s: %s open again", self.bus, self.link.port)
+        self.sink.bus_state(self.bus, True, reopened=self._opened_before)
         self._opened_before = True
         self._outage_logged = False
-        self.hub.bus["Connected"] = True
         self._reopen_delay = self.settings.reopen_min
         for reader in self.readers:
             reader.ready_at = 0.0     # probe every meter at once

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import Any, Dict
+from typing import Any, Dict, Iterable
 
 from .framing.rtu import ERROR_KINDS
-from .hub import Hub
+from .hub import BusState, Hub, MeterState
 from .readings import rfc3339
 
 
@@ -28,12 +28,44 @@ def _kinds(errors: Counter) -> Dict[str, int]:
     return {kind: errors.get(kind, 0) for kind in ERROR_KINDS}
 
 
+def _errors(meters: Iterable[MeterState]) -> Counter:
+    errors: Counter = Counter()
+    for meter in meters:
+        errors.update(meter.errors)
+    return errors
+
+
+def _bus(hub: Hub, bus: BusState) -> Dict[str, Any]:
+    meters = hub.on_bus(bus.name)
+    errors = _errors(meters)
+    return {
+        "Name": bus.name,
+        "Port": bus.port,
+        "Transport": bus.transport,
+        "Connected": bus.connected,
+        "Reconnects": bus.reconnects,
+        "Requests": sum(m.requests for m in meters),
+        "Errors": sum(errors.values()),
+        "ErrorsByKind": _kinds(errors),
+        "Problem": bus.hint,
+    }
+
+
+def _legacy_bus(hub: Hub) -> Dict[str, Any]:
+    """The one-bus ``Bus`` object of earlier versions, kept for existing clients: every port,
+    connected only while every bus is, reconnects summed."""
+    buses = list(hub.buses.values())
+    return {
+        "Device": ", ".join(bus.port for bus in buses),
+        "Connected": all(bus.connected for bus in buses),
+        "Reconnects": sum(bus.reconnects for bus in buses),
+    }
+
+
 def status(hub: Hub) -> Dict[str, Any]:
     uptime = time.time() - hub.started
     requests = sum(m.requests for m in hub.meters.values())
-    errors = Counter()
-    for meter in hub.meters.values():
-        errors.update(meter.errors)
+    errors = _errors(hub.meters.values())
     rss = _rss_bytes()
     return {
         "Starttime": rfc3339(hub.started),
@@ -46,14 +78,17 @@ def status(hub: Hub) -> Dict[str, Any]:
             "ModbusErrorRatePerMinute": _per_minute(sum(errors.values()), uptime),
             "ErrorsByKind": _kinds(errors),
         },
-        "Bus": dict(hub.bus),
+        "Bus": _legacy_bus(hub),
+        "Buses": [_bus(hub, bus) for bus in hub.buses.values()],
         **{name: dict(section) for name, section in hub.sections.items()},
         "ConfiguredMeters": [
             {
                 "Id": meter.device_id,
+                "Name": meter.name,
+                "Bus": meter.config.bus,
                 "Type": meter.config.type_name,
                 "Model": f"{meter.config.model.manufacturer} {meter.config.model.model}",
-                "UniqueId": meter.config.unique_id,
+                "UniqueId": meter.name,
                 "Status": meter.status,
                 "LastReading": int(meter.last_good),
                 "CompleteReadings": meter.complete_readings,

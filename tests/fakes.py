@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
+from sdm.config import MeterConfig
+from sdm.framing.rtu import RtuLink
+from sdm.hub import Hub
 from sdm.meters.registry import lookup
+from sdm.poller import Poller, PollSettings
 from simulator.meters import VirtualMeter
 from simulator.physics import Physics
 from simulator.server import answer
@@ -32,7 +36,8 @@ class MeterLine:
     """A transport whose replies come from virtual meters; ``mangle`` may change or drop them."""
 
     char_time = 10 / 9600
-    path = "fake"
+    path = port = "fake"
+    kind = "serial"
 
     def __init__(self, meters: Dict[int, VirtualMeter],
                  mangle: Optional[Callable[[bytes, Optional[bytes]], Optional[bytes]]] = None):
@@ -64,3 +69,15 @@ class MeterLine:
 
     def settle(self, quiet: float, limit: float) -> None:
         self.pending = b""
+
+
+def meter_configs(devices: Dict[int, str]) -> List[MeterConfig]:
+    """One bus's meters, named M<id>."""
+    return [MeterConfig(slave, name.upper(), lookup(name), f"M{slave}") for slave, name in devices.items()]
+
+
+def bus_poller(devices: Dict[int, str], line, settings: Optional[PollSettings] = None, **kwargs) -> Tuple[Hub, Poller]:
+    """A hub and a poller of ``devices`` on ``line``, reporting straight to the hub (one thread)."""
+    configs = meter_configs(devices)
+    hub = Hub(configs)
+    return hub, Poller(hub, RtuLink(line), configs, settings, **kwargs)

@@ -1,4 +1,4 @@
-"""sdm630_httpd: poll the meters on one RS485 bus and serve their readings over HTTP."""
+"""sdm630_httpd: poll the meters on one or more buses and serve their readings over HTTP."""
 
 from gevent import events, monkey
 
@@ -11,18 +11,16 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
+from typing import List, Optional, Tuple  # noqa: E402
 
 import gevent  # noqa: E402
 
 from .. import __version__  # noqa: E402
-from ..hub import Hub, MeterConfig  # noqa: E402
-from ..meters.registry import lookup, parse_device_list  # noqa: E402
+from .. import config as configuration  # noqa: E402
+from ..bus import BusThreads, bus_state_of  # noqa: E402
+from ..hub import Hub  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
-from ..poller import Poller, PollSettings  # noqa: E402
-from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
-from ..transport import comset, silence_time  # noqa: E402
-from ..transport.serial import SerialTransport  # noqa: E402
+from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -65,86 +63,86 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-long-polls", type=int, default=200,
                    help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
     add_mqtt_flags(p)
+    p.add_argument("--config", metavar="FILE",
+                   help="read buses, meters and outputs from this TOML file (docs/config.md) instead "
+                        "of the flags above")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the configuration file equivalent to the given flags, and exit")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
-def parse_pauses(items: List[str]) -> Dict[str, float]:
-    pauses = {}
-    for item in items:
-        keyword, sep, ms = item.partition("=")
-        if not sep:
-            raise ValueError(f"--pause {item!r} is not TYPE=MS")
-        try:
-            pauses[lookup(keyword).key] = float(ms) / 1000.0
-        except ValueError as err:
-            raise ValueError(f"--pause {item!r}: {err}") from None
-    return pauses
+def configure(args: argparse.Namespace) -> configuration.Config:
+    """The configuration from the file of --config, or from the flags (ValueError if bad)."""
+    if args.config:
+        return configuration.load(args.config)
+    return configuration.from_args(args)
 
 
-def build(args: argparse.Namespace):
-    """Hub and poller from parsed arguments (ValueError for bad ones)."""
-    devices = parse_device_list(args.device_list)
-    if "%d" not in args.unique_id_format:
-        raise ValueError("--unique_id_format must contain %d")
-    configs = [MeterConfig(slave, type_name, model, args.unique_id_format % slave)
-               for type_name, model, slave in devices]
-    hub = Hub(configs)
-    settings = PollSettings(timeout=args.timeout, retries=args.retries, max_failures=args.max_failures,
-                            reprobe_max=args.reprobe_max, pauses=parse_pauses(args.pause),
-                            schedules=schedules([c.device_id for c in configs], args.interval, args.slow))
-    poller = Poller(hub, SerialTransport(args.serialadapter, comset(args.comset)), settings)
-    if args.max_ws_clients < 0 or args.max_long_polls < 0:
-        raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
-    return hub, poller
-
-
-def build_http(args: argparse.Namespace, hub: Hub):
-    """The streams and the HTTP server on the hub (ValueError or OSError for a bad or busy --url).
+def build_http(config: configuration.Config, hub: Hub):
+    """The streams and the HTTP server on the hub (ValueError or OSError for a bad or busy address).
 
     Their modules are imported here rather than at the top: main() calls this
-    once the poller has sent its first request, so that bottle, prometheus_client
-    and the rest load while that request is on the wire (the first value is
-    there sooner after a start).
+    once the buses have started, so that bottle, prometheus_client and the rest
+    load while the first requests are on the wire.
     """
     from ..api import fast_last, make_app
     from ..server import make_server
     from ..streams import Streams
     from ..streams.ws import WsSettings
-    streams = Streams(hub, WsSettings(max_clients=args.max_ws_clients), max_long_polls=args.max_long_polls)
-    return streams, make_server(fast_last(hub, streams.mount(make_app(hub))), args.url, access_log=args.verbose)
+    http = config.http
+    if http.max_ws_clients < 0 or http.max_long_polls < 0:
+        raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
+    streams = Streams(hub, WsSettings(max_clients=http.max_ws_clients), max_long_polls=http.max_long_polls)
+    app = make_app(hub, bus_label=config.metrics.bus_label)
+    return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
+
+
+def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object]:
+    """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
+    hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses])
+    buses = BusThreads(hub, config.buses)
+    mqtt = start_mqtt(hub, config.mqtt)
+    for model in {m.model.key: m.model for m in config.meters}.values():
+        log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))
+    buses.start()
+    return hub, buses, mqtt
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.verbose)
     try:
-        hub, poller = build(args)
-        mqtt = start_mqtt(hub, args)
+        config = configure(args)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
-    for model in {m.config.model.key: m.config.model for m in hub.meters.values()}.values():
-        log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))
-    poll = gevent.spawn(poller.run)
-    gevent.sleep(silence_time(poller.transport.char_time) + 0.002)   # its first request goes out meanwhile
+    if args.print_config:
+        print(configuration.to_toml(config), end="")
+        return 0
+    if config.verbose and not args.verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
     try:
-        streams, server = build_http(args, hub)
+        hub, buses, mqtt = start(config)
     except (ValueError, OSError) as err:
-        poll.kill()
+        print(f"sdm630_httpd: {err}", file=sys.stderr)
+        return 2
+    try:
+        streams, server = build_http(config, hub)
+    except (ValueError, OSError) as err:
+        buses.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
 
     def shutdown():
-        """Stop polling (the kill ends a read or a back-off sleep and closes the port), end the
+        """Stop polling (each bus thread ends its exchange and closes its port), end the
         streams cleanly, then HTTP."""
         if server.closed:
             return
         log.info("stopping")
-        poller.stop()
-        poll.kill(block=False)
+        buses.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         streams.stop()
@@ -155,10 +153,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     server.start()
     host, port = server.address[:2]
     log.info("serving on http://%s:%d/ for %s", host or "0.0.0.0", port,
-             ", ".join(f"{m.config.type_name.lower()}:{m.device_id}" for m in hub.meters.values()))
+             ", ".join(f"{m.bus}/{m.name} ({m.type_name.lower()}:{m.device_id})" for m in config.meters))
     server.serve_forever()
-    poll.join(timeout=1)
-    poll.kill()
+    buses.stop()
     return 0
 
 

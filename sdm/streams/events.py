@@ -20,13 +20,13 @@ def measured(values: Mapping[str, Optional[float]]) -> Iterator[Tuple[str, float
             yield name, value
 
 
-def ws_record(device_id: int, name: str, value: float, timestamp: float) -> Dict[str, Any]:
-    """A /ws meter frame: read time in ms since the epoch."""
+def ws_record(meter: str, device_id: int, name: str, value: float, timestamp: float) -> Dict[str, Any]:
+    """A /ws meter frame: gosdm630's keys (read time in ms since the epoch), then the meter's name."""
     return {"DeviceId": device_id, "Value": value, "IEC61850": name,
-            "Description": describe(name).description, "Timestamp": int(timestamp * 1000)}
+            "Description": describe(name).description, "Timestamp": int(timestamp * 1000), "Meter": meter}
 
 
-def firehose_record(device_id: int, name: str, value: float, timestamp: float) -> Dict[str, Any]:
-    """A /firehose meterupdate payload: read time as an RFC 3339 string."""
+def firehose_record(meter: str, device_id: int, name: str, value: float, timestamp: float) -> Dict[str, Any]:
+    """A /firehose meterupdate payload: gosdm630's keys (read time in RFC 3339), then the meter's name."""
     return {"DeviceId": device_id, "Value": value, "IEC61850": name,
-            "Description": describe(name).description, "ReadTimestamp": rfc3339(timestamp)}
+            "Description": describe(name).description, "ReadTimestamp": rfc3339(timestamp), "Meter": meter}

@@ -134,7 +134,7 @@ class Firehose:
 
     def on_event(self, event: object) -> None:
         if isinstance(event, MeterUpdate):
-            self.buffer.add(METER, [firehose_record(event.device_id, name, value, event.timestamp)
+            self.buffer.add(METER, [firehose_record(event.name, event.device_id, name, value, event.timestamp)
                                     for name, value in measured(event.values)])
         elif isinstance(event, StatusUpdate):
             self.buffer.add(STATUS, [event.status])

@@ -80,9 +80,9 @@ PING = frame(b"", WebSocket.OPCODE_PING)
 GOODBYE = frame(struct.pack("!H", GOING_AWAY) + b"server stopping", WebSocket.OPCODE_CLOSE)
 
 
-def meter_frames(device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
+def meter_frames(meter: str, device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
     """gosdm630 frames, one per usable value."""
-    return b"".join(frame(compact(ws_record(device_id, name, value, timestamp)))
+    return b"".join(frame(compact(ws_record(meter, device_id, name, value, timestamp)))
                     for name, value in measured(values))
 
 
@@ -279,11 +279,11 @@ class Broadcaster:
             if isinstance(event, StatusUpdate):
                 parts[("event", number)] = frame(compact(event.status))
             elif isinstance(event, MeterUpdate) and fmt == READINGS:
-                key = ("meter", event.device_id)
+                key = ("meter", event.name)
                 parts.pop(key, None)       # its newest state, at its latest place
-                parts[key] = readings_frame(self.hub.meters[event.device_id])
+                parts[key] = readings_frame(self.hub.meters[event.name])
             elif isinstance(event, MeterUpdate):
-                parts[("event", number)] = meter_frames(event.device_id, event.values, event.timestamp)
+                parts[("event", number)] = meter_frames(event.name, event.device_id, event.values, event.timestamp)
         return b"".join(parts.values())
 
     def _offer_all(self, clients: List[Client], data: bytes) -> None:
@@ -304,7 +304,7 @@ class Broadcaster:
             if fmt == READINGS:
                 parts.append(readings_frame(meter))
             else:
-                parts.append(meter_frames(meter.device_id, meter.values, meter.timestamp))
+                parts.append(meter_frames(meter.name, meter.device_id, meter.values, meter.timestamp))
         parts.append(frame(compact(status(self.hub))))
         return b"".join(parts)
 

@@ -9,7 +9,6 @@ from its length and the line rate instead.
 from __future__ import annotations
 
 import os
-import select
 import termios
 import time
 from typing import Optional
@@ -19,13 +18,15 @@ from gevent import monkey
 
 from . import Comset, TransportError, silence_time
 
-_select_now = monkey.get_original("select", "select")
+# The plain system calls even where gevent has patched the modules: a bus runs in a thread of its
+# own (sdm/bus.py), and there a blocking wait blocks only that bus.
+_select = monkey.get_original("select", "select")
+_sleep = monkey.get_original("time", "sleep")
 
 
 def ready_now(fd: int) -> bool:
-    """Readable (data or a hang-up) at this instant.  gevent's select can miss the
-    hang-up of an unplugged adapter once; the plain system call, not waiting, cannot."""
-    return bool(_select_now([fd], [], [], 0)[0])
+    """Readable (data or a hang-up) at this instant."""
+    return bool(_select([fd], [], [], 0)[0])
 
 
 class SerialTransport:
@@ -83,7 +84,7 @@ class SerialTransport:
         self._require_open()
         wait = self._quiet_since + silence_time(self.char_time) - time.monotonic()
         if wait > 0:
-            time.sleep(wait)
+            _sleep(wait)
         try:
             written = os.write(self._fd, data)
         except OSError as err:
@@ -102,7 +103,7 @@ class SerialTransport:
             remaining = deadline - time.monotonic()
             try:
                 if remaining > 0:
-                    ready = select.select([self._fd], [], [], remaining)[0]
+                    ready = _select([self._fd], [], [], remaining)[0]
                 if (remaining <= 0 or not ready) and not ready_now(self._fd):
                     break
                 chunk = os.read(self._fd, size - len(buf))
@@ -125,7 +126,7 @@ class SerialTransport:
         if missing > 0:
             wait = min(missing * self.char_time, deadline - time.monotonic())
             if wait > 0:
-                time.sleep(wait)
+                _sleep(wait)
 
     def settle(self, quiet: float, limit: float) -> None:
         """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""

@@ -23,7 +23,7 @@ IDS = [int(item.split(":")[1]) for item in ALL_TYPES.split(",")]
 # An unpaced bus at full speed: no pauses, and 19200 baud for a short inter-frame silence.
 FULL_SPEED = ["-c", "3", *(arg for name in TYPES for arg in ("--pause", f"{name}=0"))]
 REQUESTS = 2500
-PUBLISHED = re.compile(r".* meter (\d+): fc\d+ \d+\+\d+ ok (\{.*\})")
+PUBLISHED = re.compile(r".* meter \S+ \(id (\d+)\): fc\d+ \d+\+\d+ ok (\{.*\})")
 
 
 def served_records(path):

@@ -77,8 +77,8 @@ def test_minute_average_lies_within_the_observed_range(bus):
 
 
 @pytest.mark.parametrize("path,status", [
-    ("/last/9", 404), ("/minuteavg/9", 404), ("/last/abc", 400), ("/last/0", 400), ("/last/248", 400),
-    ("/last/99999999999999999999", 400), ("/minuteavg/-1", 400), ("/nothing", 404), ("/last/1/2", 404),
+    ("/last/9", 404), ("/minuteavg/9", 404), ("/last/abc", 404), ("/last/0", 400), ("/last/248", 400),
+    ("/last/99999999999999999999", 400), ("/minuteavg/-1", 404), ("/nothing", 404), ("/last/1/2", 404),
 ])
 def test_errors_are_json_with_the_right_status(bus, path, status):
     resp = bus.get(path)

@@ -36,7 +36,7 @@ def is_status(obj: dict) -> bool:
 
 
 def check_meter_frame(msg: dict, now_ms: int) -> None:
-    assert list(msg) == ["DeviceId", "Value", "IEC61850", "Description", "Timestamp"]
+    assert list(msg) == ["DeviceId", "Value", "IEC61850", "Description", "Timestamp", "Meter"]
     assert msg["DeviceId"] in NAMES
     assert msg["IEC61850"] in NAMES[msg["DeviceId"]]
     assert msg["Description"] == describe(msg["IEC61850"]).description
@@ -96,7 +96,7 @@ def firehose(gw, query: str, timeout: float = 20):
 
 
 def check_firehose_meter_data(data: dict) -> None:
-    assert list(data) == ["DeviceId", "Value", "IEC61850", "Description", "ReadTimestamp"]
+    assert list(data) == ["DeviceId", "Value", "IEC61850", "Description", "ReadTimestamp", "Meter"]
     assert data["IEC61850"] in NAMES[data["DeviceId"]]
     assert data["Description"] == describe(data["IEC61850"]).description
     assert isinstance(data["Value"], float) and math.isfinite(data["Value"])

@@ -29,12 +29,12 @@ def call(app, path, method="GET"):
 def hub():
     h = Hub([MeterConfig(1, "SDM", lookup("sdm"), "Instrument1"), MeterConfig(26, "JANITZA", lookup("janitza"),
                                                                                  "Instrument26")])
-    h.publish(1, {"VolLocPhsA": 230.5}, timestamp=1000.0)
+    h.publish("Instrument1", {"VolLocPhsA": 230.5}, timestamp=1000.0)
     return h
 
 
 def test_unavailable_meter_answers_503_with_the_age_of_its_last_reading(hub):
-    hub.set_status(1, UNAVAILABLE)
+    hub.set_status("Instrument1", UNAVAILABLE)
     status, headers, body = call(make_app(hub), "/last/1")
     assert status == 503
     assert headers["content-type"].startswith("application/json")
@@ -44,14 +44,14 @@ def test_unavailable_meter_answers_503_with_the_age_of_its_last_reading(hub):
 
 
 def test_unavailable_meter_never_read_has_no_age(hub):
-    hub.set_status(26, UNAVAILABLE)
+    hub.set_status("Instrument26", UNAVAILABLE)
     status, _, body = call(make_app(hub), "/minuteavg/26")
     assert status == 503 and json.loads(body)["age"] is None
 
 
 def test_last_with_every_meter_down_is_an_empty_list(hub):
-    hub.set_status(1, UNAVAILABLE)
-    hub.set_status(26, UNAVAILABLE)
+    hub.set_status("Instrument1", UNAVAILABLE)
+    hub.set_status("Instrument26", UNAVAILABLE)
     app = make_app(hub)
     assert call(app, "/last")[2] == b"[]\n"
     assert call(app, "/minuteavg")[2] == b"[]\n"
@@ -75,7 +75,7 @@ def test_page_and_assets_are_served_but_nothing_outside_web(hub):
 
 def test_internal_error_is_a_json_500_without_traceback(hub, monkeypatch):
     app = make_app(hub)
-    monkeypatch.setattr(type(hub.meters[1]), "readings_json", lambda self: 1 / 0)
+    monkeypatch.setattr(type(hub.meters["Instrument1"]), "readings_json", lambda self: 1 / 0)
     status, _, body = call(app, "/last/1")
     assert status == 500
     assert json.loads(body) == {"error": "internal error"}
@@ -107,7 +107,7 @@ def test_fast_last_leaves_everything_else_to_bottle(hub, path, method):
 
 
 def test_fast_last_leaves_an_unavailable_meter_to_bottle(hub):
-    hub.set_status(1, UNAVAILABLE)
+    hub.set_status("Instrument1", UNAVAILABLE)
     status, _, body = call(fast_last(hub, make_app(hub)), "/last/1")
     assert status == 503 and "error" in json.loads(body)
     assert [r["ModbusDeviceId"] for r in json.loads(call(fast_last(hub, make_app(hub)), "/last")[2])] == [26]

@@ -34,7 +34,7 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 def port():
     hub = Hub([MeterConfig(1, "SDM630", lookup("sdm630"), "Instrument1"),
                MeterConfig(26, "JANITZA", lookup("janitza"), "Instrument26")])
-    hub.publish(1, {"VolLocPhsA": 230.5, "Freq": 50.0})
+    hub.publish("Instrument1", {"VolLocPhsA": 230.5, "Freq": 50.0})
     streams = Streams(hub, WsSettings(max_clients=5), status_interval=3600, max_long_polls=5)
     server = make_server(streams.mount(make_app(hub)), "127.0.0.1:0")
     server.start()
@@ -115,13 +115,17 @@ def test_any_request_gets_an_answer_below_500_and_refusals_in_json(port, method,
                          st.text(st.characters(exclude_characters="/", exclude_categories=("Cs",)), min_size=1,
                                  max_size=12)),
        route=st.sampled_from(["last", "minuteavg"]))
-def test_meter_ids_are_a_meter_a_404_or_a_400(port, id_text, route):
+def test_meter_keys_are_a_meter_a_404_or_a_400(port, id_text, route):
+    """All digits: an id (400 out of range); anything else: a meter name (these have none)."""
     target = f"/{route}/{urllib.parse.quote(id_text, safe='')}"
     status, headers, body = send(port, request_bytes("GET", target, "HTTP/1.1", [], b""))
     assert_no_server_error(status, headers, body)
     digits = id_text.strip()
     number = int(digits) if digits.isascii() and digits.isdigit() else None
-    expected = 400 if number is None or not 1 <= number <= 247 else 200 if number in (1, 26) else 404
+    if number is None:
+        expected = 200 if id_text in ("Instrument1", "Instrument26") else 404
+    else:
+        expected = 400 if not 1 <= number <= 247 else 200 if number in (1, 26) else 404
     assert status == expected, (id_text, body)
 
 

@@ -13,49 +13,49 @@ def hub():
 
 
 def test_meters_are_kept_in_id_order(hub):
-    assert list(hub.meters) == [1, 2]
+    assert list(hub.meters) == ["M1", "M2"]
 
 
 def test_minute_average_is_a_per_measurement_mean(hub):
-    hub.publish(1, {"VolLocPhsA": 230.0, "WLocPhsA": 100.0}, timestamp=1000.0)
-    hub.publish(1, {"VolLocPhsA": 232.0}, timestamp=1010.0)
-    avg = hub.meters[1].minute_average(now=1020.0)
+    hub.publish("M1", {"VolLocPhsA": 230.0, "WLocPhsA": 100.0}, timestamp=1000.0)
+    hub.publish("M1", {"VolLocPhsA": 232.0}, timestamp=1010.0)
+    avg = hub.meters["M1"].minute_average(now=1020.0)
     assert avg["Voltage"]["L1"] == 231.0
     assert avg["Power"]["L1"] == 100.0
     assert avg["Unix"] == 1010
 
 
 def test_minute_average_forgets_older_samples(hub):
-    hub.publish(1, {"VolLocPhsA": 100.0}, timestamp=1000.0)
-    hub.publish(1, {"VolLocPhsA": 300.0}, timestamp=1061.0)
-    assert hub.meters[1].minute_average(now=1065.0)["Voltage"]["L1"] == 300.0
+    hub.publish("M1", {"VolLocPhsA": 100.0}, timestamp=1000.0)
+    hub.publish("M1", {"VolLocPhsA": 300.0}, timestamp=1061.0)
+    assert hub.meters["M1"].minute_average(now=1065.0)["Voltage"]["L1"] == 300.0
 
 
 def test_empty_window_answers_nulls(hub):
-    avg = hub.meters[2].minute_average(now=5000.0)
+    avg = hub.meters["M2"].minute_average(now=5000.0)
     assert avg["Voltage"]["L1"] is None and avg["Unix"] == 0 and avg["ModbusDeviceId"] == 2
 
 
 def test_window_is_bounded(hub, monkeypatch):
     for i in range(hub_module.WINDOW_MAX_SAMPLES + 50):
-        hub.publish(1, {"VolLocPhsA": 230.0}, timestamp=1000.0 + i * 0.001)
-    assert len(hub.meters[1].window) == hub_module.WINDOW_MAX_SAMPLES
+        hub.publish("M1", {"VolLocPhsA": 230.0}, timestamp=1000.0 + i * 0.001)
+    assert len(hub.meters["M1"].window) == hub_module.WINDOW_MAX_SAMPLES
 
 
 def test_json_is_serialized_once_per_change(hub):
-    hub.publish(1, {"VolLocPhsA": 230.0}, timestamp=1000.0)
-    first = hub.meters[1].readings_json()
-    assert hub.meters[1].readings_json() is first
-    hub.publish(1, {"VolLocPhsA": 231.0}, timestamp=1001.0)
-    assert hub.meters[1].readings_json() is not first
+    hub.publish("M1", {"VolLocPhsA": 230.0}, timestamp=1000.0)
+    first = hub.meters["M1"].readings_json()
+    assert hub.meters["M1"].readings_json() is first
+    hub.publish("M1", {"VolLocPhsA": 231.0}, timestamp=1001.0)
+    assert hub.meters["M1"].readings_json() is not first
 
 
 def test_unavailable_meter_leaves_the_available_list(hub):
-    hub.publish(1, {"VolLocPhsA": 230.0}, timestamp=1000.0)
-    hub.set_status(1, UNAVAILABLE)
+    hub.publish("M1", {"VolLocPhsA": 230.0}, timestamp=1000.0)
+    hub.set_status("M1", UNAVAILABLE)
     assert [m.device_id for m in hub.available()] == [2]
-    assert hub.meters[1].age(now=1010.0) == 10.0
-    assert len(hub.meters[1].window) == 0
+    assert hub.meters["M1"].age(now=1010.0) == 10.0
+    assert len(hub.meters["M1"].window) == 0
 
 
 def test_subscribers_get_updates_and_a_failing_one_stays(hub):
@@ -68,9 +68,9 @@ def test_subscribers_get_updates_and_a_failing_one_stays(hub):
 
     hub.subscribe(flaky)
     hub.subscribe(got.append)
-    hub.publish(1, {"VolLocPhsA": 230.0}, timestamp=1000.0, complete=True)
-    hub.publish(1, {"VolLocPhsA": 231.0}, timestamp=1001.0)
+    hub.publish("M1", {"VolLocPhsA": 230.0}, timestamp=1000.0, complete=True)
+    hub.publish("M1", {"VolLocPhsA": 231.0}, timestamp=1001.0)
     assert [type(e) for e in got] == [MeterUpdate, MeterUpdate]
     assert got[0].complete and got[0].values == {"VolLocPhsA": 230.0}
     assert len(seen_by_flaky) == 2          # one failure does not unsubscribe it
-    assert hub.meters[1].complete_readings == 1
+    assert hub.meters["M1"].complete_readings == 1

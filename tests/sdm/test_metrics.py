@@ -20,14 +20,14 @@ def hub_with(*devices):
     hub = Hub(configs)
     for config in configs:
         values = Physics(config.model.phases, seed=config.device_id).sample()
-        hub.publish(config.device_id, {n: v for n, v in values.items() if n in config.model.names}, complete=True)
+        hub.publish(config.name, {n: v for n, v in values.items() if n in config.model.names}, complete=True)
     return hub
 
 
 def test_values_in_base_units_with_phase_labels_and_totals_apart():
     hub = hub_with(("sdm630", 1))
     found = samples(hub)
-    values = hub.meters[1].values
+    values = hub.meters["M1"].values
     labels = (("meter", "M1"), ("model", "SDM630"))
     assert found[("sdm_phase_voltage_volts", labels + (("phase", "L2"),))] == values["VolLocPhsB"]
     assert found[("sdm_phase_voltage_thd_ratio", labels + (("phase", "L3"),))] == values["ThdVolPhsC"] * 0.01
@@ -39,7 +39,7 @@ def test_values_in_base_units_with_phase_labels_and_totals_apart():
 
 def test_an_unavailable_meter_is_down_and_reports_no_stale_values():
     hub = hub_with(("sdm630", 1), ("sdm120", 2))
-    hub.set_status(2, UNAVAILABLE)
+    hub.set_status("M2", UNAVAILABLE)
     found = samples(hub)
     assert found[("sdm_meter_up", (("meter", "M2"), ("model", "SDM120")))] == 0.0
     assert not [key for key in found if ("meter", "M2") in key[1] and key[0].startswith("sdm_phase_")]
@@ -57,11 +57,11 @@ def test_a_single_phase_meter_has_only_l1_and_no_missing_values_as_zero():
 def test_bus_counters_by_kind_and_a_scrape_touches_nothing():
     hub = hub_with(("dzg", 36))
     for kind in (None, None, "timeout", "crc"):
-        hub.count(36, kind)
-    before = (hub.meters[36].requests, dict(hub.meters[36].errors), hub.meters[36].timestamp)
+        hub.count("M36", kind)
+    before = (hub.meters["M36"].requests, dict(hub.meters["M36"].errors), hub.meters["M36"].timestamp)
     found = samples(hub)
     labels = (("meter", "M36"), ("model", "DVH4013"))
     assert found[("sdm_modbus_requests_total", labels)] == 4
     assert found[("sdm_modbus_errors_total", (("kind", "timeout"),) + labels)] == 1
     assert found[("sdm_modbus_errors_total", (("kind", "short"),) + labels)] == 0
-    assert (hub.meters[36].requests, dict(hub.meters[36].errors), hub.meters[36].timestamp) == before
+    assert (hub.meters["M36"].requests, dict(hub.meters["M36"].errors), hub.meters["M36"].timestamp) == before

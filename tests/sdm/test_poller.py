@@ -4,20 +4,19 @@ import struct
 
 import pytest
 
-from sdm.hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
+from sdm.hub import AVAILABLE, UNAVAILABLE
 from sdm.meters.model import MeterModel
 from sdm.meters.registry import lookup
-from sdm.poller import Poller, PollSettings
-from tests.fakes import MeterLine, virtual_meters
+from sdm.poller import PollSettings
+from tests.fakes import MeterLine, bus_poller, virtual_meters
 
 
 def make_poller(devices, mangle=None, **settings):
     meters = virtual_meters(devices)
-    hub = Hub([MeterConfig(slave, name.upper(), lookup(name), f"M{slave}") for slave, name in devices.items()])
     line = MeterLine(meters, mangle)
     line.open()
     settings.setdefault("pauses", {lookup(n).key: 0.0 for n in devices.values()})
-    poller = Poller(hub, line, PollSettings(**settings))
+    hub, poller = bus_poller(devices, line, PollSettings(**settings))
     return poller, hub, meters, line
 
 
@@ -35,7 +34,7 @@ def test_one_cycle_reads_every_value_the_meter_served(type_name):
     poller, hub, meters, line = make_poller({7: type_name})
     reader = poller.readers[0]
     run_steps(poller, len(reader.blocks))
-    state = hub.meters[7]
+    state = hub.meters["M7"]
     assert state.complete_readings == 1
     assert len(line.requests) == len(reader.blocks)
     physics = meters[7].physics.values
@@ -63,7 +62,7 @@ def test_refused_block_falls_back_to_single_values_and_remembers():
     poller, hub, meters, line = make_poller({2: "sdm120"})
     meters[2].model = holey
     run_steps(poller, 20)
-    state = hub.meters[2]
+    state = hub.meters["M2"]
     assert state.status == AVAILABLE
     assert state.values.get("Freq") is None
     assert state.values["TotkWhImport"] > 0 and state.values["VolLocPhsA"] > 200
@@ -81,14 +80,14 @@ def test_silent_meter_turns_unavailable_then_back():
     poller, hub, _, _ = make_poller({1: "sdm630"}, mangle, max_failures=3, retries=5,
                                     reprobe_min=0.01, reprobe_max=0.02)
     run_steps(poller, 3)
-    assert hub.meters[1].status == UNAVAILABLE
-    assert hub.meters[1].errors["timeout"] == 3
+    assert hub.meters["M1"].status == UNAVAILABLE
+    assert hub.meters["M1"].errors["timeout"] == 3
     silent["on"] = False
     for _ in range(20):
         poller.step()
-        if hub.meters[1].status == AVAILABLE:
+        if hub.meters["M1"].status == AVAILABLE:
             break
-    assert hub.meters[1].status == AVAILABLE
+    assert hub.meters["M1"].status == AVAILABLE
 
 
 def test_nan_from_the_meter_is_published_as_none():
@@ -96,8 +95,8 @@ def test_nan_from_the_meter_is_published_as_none():
     meters[2].physics.values["VolLocPhsA"] = float("nan")
     meters[2].physics.sample = lambda: meters[2].physics.values
     run_steps(poller, len(poller.readers[0].blocks))
-    assert hub.meters[2].values["VolLocPhsA"] is None
-    assert b'"Voltage":{"L1":null' in hub.meters[2].readings_json()
+    assert hub.meters["M2"].values["VolLocPhsA"] is None
+    assert b'"Voltage":{"L1":null' in hub.meters["M2"].readings_json()
 
 
 def test_meter_refusing_its_whole_table_is_given_up_not_crashed():
@@ -106,12 +105,12 @@ def test_meter_refusing_its_whole_table_is_given_up_not_crashed():
     poller, hub, meters, line = make_poller({2: "sdm120"}, reprobe_min=0.01, reprobe_max=0.02)
     meters[2].model = wrong
     run_steps(poller, 40)
-    assert hub.meters[2].status == UNAVAILABLE
+    assert hub.meters["M2"].status == UNAVAILABLE
     assert poller.readers[0].blocks, "the table is asked for again once the meter answers"
     meters[2].model = model
     for _ in range(40):
         poller.step()
-    assert hub.meters[2].status == AVAILABLE
+    assert hub.meters["M2"].status == AVAILABLE
 
 
 def test_a_bug_in_one_step_does_not_end_polling(monkeypatch):
@@ -132,4 +131,4 @@ def test_a_bug_in_one_step_does_not_end_polling(monkeypatch):
     poller.step = flaky_step
     poller.run()
     assert sleeps[:1] == [1.0]
-    assert hub.meters[1].requests >= 5
+    assert hub.meters["M1"].requests >= 5

@@ -2,13 +2,13 @@
 
 import pytest
 
-from sdm.hub import AVAILABLE, Hub, MeterConfig
+from sdm.hub import AVAILABLE
 from sdm.meters.model import MeterModel
 from sdm.meters.registry import lookup
 from sdm.plan import make_block, wire_time
-from sdm.poller import Poller, PollSettings
+from sdm.poller import PollSettings
 from sdm.schedule import Schedule, is_slow, next_due, parse_seconds, schedules
-from tests.fakes import FrozenClock, MeterLine, virtual_meters
+from tests.fakes import FrozenClock, MeterLine, bus_poller, virtual_meters
 
 
 class TimedLine(MeterLine):
@@ -38,7 +38,6 @@ def make_bus(devices, **settings):
     """A poller of ``devices`` on a line that takes wire time on a simulated clock."""
     clock = FrozenClock()
     meters = virtual_meters(devices, clock)
-    hub = Hub([MeterConfig(slave, name.upper(), lookup(name), f"M{slave}") for slave, name in devices.items()])
     line = TimedLine(meters, clock)
     line.open()
     settings.setdefault("pauses", {lookup(n).key: 0.0 for n in devices.values()})
@@ -46,7 +45,8 @@ def make_bus(devices, **settings):
     def sleep(seconds):
         clock.now += seconds
 
-    return line, hub, Poller(hub, line, PollSettings(**settings), clock=clock, sleep=sleep)
+    hub, poller = bus_poller(devices, line, PollSettings(**settings), clock=clock, sleep=sleep)
+    return line, hub, poller
 
 
 def run_for(line, poller, seconds):
@@ -76,8 +76,8 @@ def test_by_default_every_value_every_cycle_back_to_back():
     line, hub, poller = run_bus({1: "sdm630"}, 10.0)
     reader = poller.readers[0]
     cycle = wire_time(reader.blocks, line.char_time)
-    assert hub.meters[1].complete_readings == pytest.approx(10.0 / cycle, abs=1)
-    assert len(line.log) >= len(reader.blocks) * hub.meters[1].complete_readings
+    assert hub.meters["M1"].complete_readings == pytest.approx(10.0 / cycle, abs=1)
+    assert len(line.log) >= len(reader.blocks) * hub.meters["M1"].complete_readings
     for name in ("VolLocPhsA", "TotkWhImport", "Freq", "ThdVolPhsA"):
         times = read_times(line, 1, name)
         assert len(times) == pytest.approx(10.0 / cycle, abs=1)
@@ -91,8 +91,8 @@ def test_poll_interval_spaces_one_meter_and_lets_the_other_use_the_bus():
     longest_exchange = max(b[0] - a[0] for a, b in zip(line.log, line.log[1:]))
     for k, start in enumerate(starts):   # on a fixed 2 s grid, late by one exchange at most
         assert 0 <= start - starts[0] - 2.0 * k <= longest_exchange
-    assert hub.meters[1].complete_readings == 15
-    assert hub.meters[2].complete_readings > 10 * hub.meters[1].complete_readings
+    assert hub.meters["M1"].complete_readings == 15
+    assert hub.meters["M2"].complete_readings > 10 * hub.meters["M1"].complete_readings
 
 
 def test_interval_shorter_than_a_cycle_changes_nothing():
@@ -110,7 +110,7 @@ def test_slow_set_every_n_seconds_fast_set_every_cycle():
         for k, read_at in enumerate(times):
             assert 0 <= read_at - times[0] - 10.0 * k <= wire_time(reader.blocks, line.char_time)
     voltage = read_times(line, 1, "VolLocPhsA")
-    assert len(voltage) == hub.meters[1].complete_readings > 60.0 / wire_time(reader.blocks, line.char_time) * 1.5
+    assert len(voltage) == hub.meters["M1"].complete_readings > 60.0 / wire_time(reader.blocks, line.char_time) * 1.5
     fast_cycle = wire_time(reader.fast_blocks, line.char_time)
     assert max(b - a for a, b in zip(voltage, voltage[1:])) < wire_time(reader.blocks, line.char_time) + 1e-9
     assert min(b - a for a, b in zip(voltage, voltage[1:])) == pytest.approx(fast_cycle)
@@ -133,10 +133,10 @@ def test_a_block_refused_in_the_fast_plan_is_read_value_by_value_there():
     line.meters[2].model = MeterModel(**{**model.__dict__, "address_space": ((4, 0, 0x1E), (4, 0x20, 0x180))})
     run_for(line, poller, 20.0)
     reader = poller.readers[0]
-    assert hub.meters[2].status == AVAILABLE
+    assert hub.meters["M2"].status == AVAILABLE
     fast = [reg.name for block in reader.fast_blocks for reg in block.registers]
     assert "AngLocPhsA" not in fast and "VolLocPhsA" in fast and "WLocPhsA" in fast
-    assert hub.meters[2].values["WLocPhsA"] is not None and hub.meters[2].values.get("AngLocPhsA") is None
+    assert hub.meters["M2"].values["WLocPhsA"] is not None and hub.meters["M2"].values.get("AngLocPhsA") is None
     late = [span for t, _, span in line.log if t > line.clock.now - 10.0]
     assert not any(0x1E in span for span in late)   # both plans have learnt it by now
 
@@ -153,7 +153,7 @@ def test_one_value_per_request_when_merging_is_off():
     model = lookup("sdm120")
     assert all(len(span) == 2 for _, _, span in line.log)
     assert len(poller.readers[0].blocks) == len(model.registers)
-    assert set(hub.meters[2].values) == set(model.names)
+    assert set(hub.meters["M2"].values) == set(model.names)
 
 
 @pytest.mark.parametrize("name,slow", [

@@ -4,9 +4,10 @@ import os
 import time
 import tty
 
-import gevent
 import pytest
+from gevent import monkey
 
+from sdm.bus import blocking_sleep
 from sdm.transport import COMSETS, TransportError
 from sdm.transport.serial import SerialTransport, ready_now
 from tests.support import wait_until
@@ -50,10 +51,11 @@ def test_unplugged_adapter_raises_transport_error(pty_transport, call):
 
 
 def test_unplug_during_a_wait_is_noticed_by_the_deadline(pty_transport):
-    """gevent's select misses a hang-up that happens while it waits; the read must not take it
-    for a silent meter."""
+    """A hang-up that happens while a read waits ends the wait with TransportError, never as a
+    silent meter.  The read blocks its thread (as in a bus thread), so another thread unplugs."""
     transport, fds = pty_transport
-    gevent.spawn_later(0.05, unplug, fds)
+    start_thread = monkey.get_original("_thread", "start_new_thread")
+    start_thread(lambda: (blocking_sleep(0.05), unplug(fds)), ())
     with pytest.raises(TransportError):
         transport.read(5, time.monotonic() + 0.3)
 

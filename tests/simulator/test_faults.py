@@ -7,7 +7,8 @@ import os
 import pytest
 
 from sdm.framing import rtu
-from sdm.hub import Hub, MeterConfig, MeterUpdate
+from sdm.framing.rtu import RtuLink
+from sdm.hub import Hub, MeterUpdate
 from sdm.meters.registry import lookup
 from sdm.poller import Poller, PollSettings
 from simulator.faults import (
@@ -23,7 +24,7 @@ from simulator.faults import (
     parse_offline,
     parse_window,
 )
-from tests.fakes import MeterLine, virtual_meters
+from tests.fakes import MeterLine, meter_configs, virtual_meters
 from tests.support import ServedValues, expected_errors, wait_until
 
 
@@ -120,20 +121,20 @@ def test_counters_and_published_values_match_the_served_log():
     devices = {1: "sdm630", 2: "sdm120", 26: "janitza", 36: "dzg"}
     stream = io.StringIO()
     line, injector, _ = faulty_line(devices, parse_faults("all=0.2"), seed=11, log=ServedLog(stream))
-    hub = Hub([MeterConfig(slave, name.upper(), lookup(name), f"M{slave}") for slave, name in devices.items()])
+    hub = Hub(meter_configs(devices))
     published = []
     hub.subscribe(lambda event: isinstance(event, MeterUpdate) and published.append(event))
     line.open()
-    poller = Poller(hub, line, PollSettings(pauses={lookup(n).key: 0.0 for n in devices.values()},
-                                            reprobe_min=0.0, reprobe_max=0.0))
+    settings = PollSettings(pauses={lookup(n).key: 0.0 for n in devices.values()}, reprobe_min=0.0, reprobe_max=0.0)
+    poller = Poller(hub, RtuLink(line), meter_configs(devices), settings)
     for _ in range(1500):
         poller.step()
     records = [json.loads(text) for text in stream.getvalue().splitlines()]
     requests = [r for r in records if "outcome" in r]
     assert len(requests) == sum(m.requests for m in hub.meters.values()) == 1500
     assert set(injector.counts) >= set(FAULTS) | {COLLISION}
-    for slave, meter in hub.meters.items():
-        assert dict(meter.errors) == expected_errors(requests, slave), slave
+    for meter in hub.meters.values():
+        assert dict(meter.errors) == expected_errors(requests, meter.device_id), meter.name
     served = ServedValues(records)
     assert len(published) == injector.counts[OK]
     assert all(served.served(event.device_id, event.values) for event in published)

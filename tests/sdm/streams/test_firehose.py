@@ -39,13 +39,13 @@ def test_parse_integer_follows_go_syntax(text, expected):
 
 
 def test_meter_events_leave_out_values_the_meter_could_not_give(live):
-    live.hub.publish(1, {"VolLocPhsA": 230.25, "VolLocPhsB": None, "Freq": 50.0}, timestamp=1_700_000_000.5)
+    live.hub.publish("Instrument1", {"VolLocPhsA": 230.25, "VolLocPhsB": None, "Freq": 50.0}, timestamp=1_700_000_000.5)
     body = live.get("/firehose?timeout=1&category=meterupdate&since_time=0").json()
     assert [e["data"] for e in body["events"]] == [
         {"DeviceId": 1, "Value": 230.25, "IEC61850": "VolLocPhsA", "Description": "L1 Voltage (V)",
-         "ReadTimestamp": rfc3339(1_700_000_000.5)},
+         "ReadTimestamp": rfc3339(1_700_000_000.5), "Meter": "Instrument1"},
         {"DeviceId": 1, "Value": 50.0, "IEC61850": "Freq", "Description": "Frequency of supply voltages",
-         "ReadTimestamp": rfc3339(1_700_000_000.5)},
+         "ReadTimestamp": rfc3339(1_700_000_000.5), "Meter": "Instrument1"},
     ]
 
 

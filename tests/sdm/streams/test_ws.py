@@ -16,26 +16,28 @@ def connect(live, query: str = "") -> websocket.WebSocket:
 
 
 def test_snapshot_then_live_frames_without_values_the_meter_could_not_give(live):
-    live.hub.publish(1, {"WLocPhsA": 100.5, "WLocPhsB": None, "WLocPhsC": -20.25}, timestamp=1_700_000_000.123)
+    live.hub.publish("Instrument1", {"WLocPhsA": 100.5, "WLocPhsB": None, "WLocPhsC": -20.25},
+                     timestamp=1_700_000_000.123)
     ws = connect(live)
     snapshot = [json.loads(ws.recv()) for _ in range(3)]
     assert snapshot[:2] == [
         {"DeviceId": 1, "Value": 100.5, "IEC61850": "WLocPhsA", "Description": "L1 Power (W)",
-         "Timestamp": 1_700_000_000_123},
+         "Timestamp": 1_700_000_000_123, "Meter": "Instrument1"},
         {"DeviceId": 1, "Value": -20.25, "IEC61850": "WLocPhsC", "Description": "L3 Power (W)",
-         "Timestamp": 1_700_000_000_123},
+         "Timestamp": 1_700_000_000_123, "Meter": "Instrument1"},
     ]
     assert "Modbus" in snapshot[2]       # the status; meter 2 has no reading yet
-    live.hub.publish(2, {"Freq": 49.95}, timestamp=1_700_000_001.0)
+    live.hub.publish("Instrument2", {"Freq": 49.95}, timestamp=1_700_000_001.0)
     assert json.loads(ws.recv()) == {"DeviceId": 2, "Value": 49.95, "IEC61850": "Freq",
-                                     "Description": "Frequency of supply voltages", "Timestamp": 1_700_000_001_000}
+                                     "Description": "Frequency of supply voltages", "Timestamp": 1_700_000_001_000,
+                                     "Meter": "Instrument2"}
     ws.close()
 
 
 def test_readings_format_sends_the_rest_object_of_the_meter(live):
     ws = connect(live, "?format=readings")
     assert "Modbus" in json.loads(ws.recv())
-    live.hub.publish(1, {"VolLocPhsC": 231.0})
+    live.hub.publish("Instrument1", {"VolLocPhsC": 231.0})
     assert json.loads(ws.recv()) == live.get("/last/1").json()
     live.hub.publish_status({"Modbus": {}, "ConfiguredMeters": []})
     assert json.loads(ws.recv()) == {"Modbus": {}, "ConfiguredMeters": []}
@@ -53,7 +55,7 @@ def test_a_client_that_answers_pings_stays_and_a_silent_one_is_dropped(live, cap
         opcode, _ = answering.recv_data(control_frame=True)
     wait_until(lambda: "silent for 0.5 s" in caplog.text, 5, what="the silent client dropped")
     assert live.streams.broadcaster.count() == 1
-    live.hub.publish(1, {"Freq": 50.0})
+    live.hub.publish("Instrument1", {"Freq": 50.0})
     while opcode != websocket.ABNF.OPCODE_TEXT:
         opcode, payload = answering.recv_data(control_frame=True)
     assert json.loads(payload)["IEC61850"] == "Freq"
@@ -76,7 +78,7 @@ def test_the_hub_subscriber_never_blocks_even_when_the_broadcaster_is_behind(liv
     broadcaster = Broadcaster(live.hub, WsSettings(inbox=3))
     broadcaster.greenlet.kill()            # nobody drains the inbox
     for n in range(10):
-        live.hub.publish(1, {"Freq": 50.0 + n})
+        live.hub.publish("Instrument1", {"Freq": 50.0 + n})
     assert broadcaster.inbox.qsize() == 3
     assert caplog.text.count("broadcaster 3 events behind") == 1
     broadcaster.stop()
@@ -88,8 +90,8 @@ def test_readings_format_keeps_a_status_whose_place_equals_a_meter_id(live):
     from sdm.hub import MeterUpdate, StatusUpdate
     broadcaster = Broadcaster(live.hub, WsSettings())
     try:
-        events = [MeterUpdate(1, {}, 1000.0), MeterUpdate(1, {}, 1000.0),
-                  StatusUpdate({"Modbus": {}}, 1000.0), MeterUpdate(2, {}, 1000.0)]
+        events = [MeterUpdate("Instrument1", 1, {}, 1000.0), MeterUpdate("Instrument1", 1, {}, 1000.0),
+                  StatusUpdate({"Modbus": {}}, 1000.0), MeterUpdate("Instrument2", 2, {}, 1000.0)]
         data = broadcaster.encode(events, "readings")
     finally:
         broadcaster.stop()

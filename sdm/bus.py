@@ -1,0 +1,130 @@
+"""Buses in threads of their own: a bus's timing never waits for a client.
+
+Every bus's poller runs in a native thread with plain blocking I/O, so the
+moment it reads a reply or sends the next request does not depend on what
+the HTTP, websocket, MQTT or Prometheus side is doing on the gevent loop:
+a busy loop can delay when a reading is *served*, never when it is *read*.
+Python's GIL is the one thing the threads share; the gateway shortens the
+interpreter's switch interval so that a bus thread waiting for it gets it
+within about a millisecond (see :data:`SWITCH_INTERVAL`).
+
+A bus thread reports through a :class:`LoopSink`: its calls are queued and
+replayed on the loop's thread, in order, where the hub and every output live,
+so the hub needs no locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple
+
+import gevent
+from gevent import monkey
+from gevent.event import Event
+from gevent.threadpool import ThreadPool
+
+from .config import BusConfig
+from .framing import make_link
+from .hub import BusState, Hub
+from .poller import Poller, PollSettings
+
+log = logging.getLogger(__name__)
+
+# The interpreter asks a thread holding the GIL to let go after this long (CPython's default: 5 ms).
+# A bus thread needs the GIL a few times per exchange; with 1 ms a loop busy with clients costs a
+# bus at most a few ms per request instead of tens.
+SWITCH_INTERVAL = 0.001
+
+# Blocking calls for the bus threads, whatever gevent has patched in this process.
+blocking_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
+
+
+class LoopSink:
+    """The hub's writing side for a poller in another thread: calls are queued and replayed on
+    the loop's thread, in the order they were made.  Must be created on the loop's thread."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self._calls: Deque[Tuple[Callable[..., None], Tuple[Any, ...]]] = deque()
+        self._wake = Event()
+        self._signal = gevent.get_hub().loop.async_()   # send() may be called from any thread
+        self._signal.start(self._wake.set)
+        self._replayer = gevent.spawn(self._replay)
+
+    def publish(self, name: str, values: Mapping[str, Optional[float]],
+                timestamp: Optional[float] = None, complete: bool = False) -> None:
+        self._post(self.hub.publish, name, values, timestamp, complete)
+
+    def count(self, name: str, error_kind: Optional[str] = None) -> None:
+        self._post(self.hub.count, name, error_kind)
+
+    def set_status(self, name: str, status: str) -> None:
+        self._post(self.hub.set_status, name, status)
+
+    def bus_state(self, bus: str, connected: bool, reopened: bool = False,
+                  hint: Optional[str] = None) -> None:
+        self._post(self.hub.bus_state, bus, connected, reopened, hint)
+
+    def _post(self, call: Callable[..., None], *args: Any) -> None:
+        self._calls.append((call, args))    # deque.append is atomic: no lock needed
+        self._signal.send()
+
+    def _replay(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self.drain()
+
+    def drain(self) -> None:
+        """Apply every queued call (also used at shutdown, after the threads ended)."""
+        while self._calls:
+            call, args = self._calls.popleft()
+            try:
+                call(*args)
+            except Exception:   # a bad call must not stop the replay of the others
+                log.exception("applying %s from a bus thread failed", getattr(call, "__name__", call))
+
+    def close(self) -> None:
+        self._replayer.kill()
+        self._signal.stop()
+        self._signal.close()
+
+
+def settings_of(bus: BusConfig) -> PollSettings:
+    return PollSettings(timeout=bus.timeout, retries=bus.retries, max_failures=bus.max_failures,
+                        reprobe_max=bus.reprobe_max)
+
+
+def bus_state_of(bus: BusConfig) -> BusState:
+    return BusState(bus.name, port=bus.port, transport=bus.kind)
+
+
+class BusThreads:
+    """One native thread per bus, each running that bus's poller."""
+
+    def __init__(self, hub: Hub, buses: Sequence[BusConfig]):
+        self.sink = LoopSink(hub)
+        self.pollers: List[Poller] = [
+            Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
+                   sleep=blocking_sleep, bus=bus.name)
+            for bus in buses]
+        self._pool = ThreadPool(max(1, len(self.pollers)))
+        self._runs: list = []
+
+    def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self._runs = [self._pool.spawn(poller.run) for poller in self.pollers]
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask every poller to stop and wait (each notices within about half a second)."""
+        for poller in self.pollers:
+            poller.stop()
+        end = time.monotonic() + timeout
+        for run in self._runs:
+            run.wait(max(0.0, end - time.monotonic()))
+        self.sink.drain()
+        self.sink.close()
+        self._pool.kill()
