@@ -11,13 +11,14 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from typing import Dict, List, Optional  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 import gevent  # noqa: E402
 
 from .. import __version__  # noqa: E402
+from ..config import parse_pauses  # noqa: E402
 from ..hub import Hub, MeterConfig  # noqa: E402
-from ..meters.registry import lookup, parse_device_list  # noqa: E402
+from ..meters.registry import parse_device_list  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..poller import Poller, PollSettings  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL, schedules  # noqa: E402
@@ -67,19 +68,6 @@ def parser() -> argparse.ArgumentParser:
     add_mqtt_flags(p)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
-
-
-def parse_pauses(items: List[str]) -> Dict[str, float]:
-    pauses = {}
-    for item in items:
-        keyword, sep, ms = item.partition("=")
-        if not sep:
-            raise ValueError(f"--pause {item!r} is not TYPE=MS")
-        try:
-            pauses[lookup(keyword).key] = float(ms) / 1000.0
-        except ValueError as err:
-            raise ValueError(f"--pause {item!r}: {err}") from None
-    return pauses
 
 
 def build(args: argparse.Namespace):
