@@ -539,7 +539,8 @@ class Table:
 
     def require(self, key: str, check: Check) -> Any:
         if key not in self.data:
-            self.doc.fail(self.path + (key,), f"missing: every {path_text(self.path[:1])} needs a {key}")
+            header = ".".join(part for part in self.path if isinstance(part, str))
+            self.doc.fail(self.path + (key,), f"missing: every [[{header}]] needs the key {key!r}")
         return self.check(key, check)
 
     def check(self, key: str, check: Check) -> Any:
@@ -547,7 +548,7 @@ class Table:
         try:
             return check(value)
         except Unfit as unfit:
-            detail = f" ({unfit.detail})" if unfit.detail else ""
+            detail = f": {unfit.detail}" if unfit.detail else ""
             self.doc.fail(self.path + (key,), f"expected {unfit.expected}, found {found(value)}{detail}")
 
     def settings(self, keys: Dict[str, Tuple[Check, Any]]) -> Dict[str, Any]:
@@ -767,7 +768,7 @@ def _flag(flag: str, value: Any, check: Check) -> Any:
     try:
         return check(value)
     except Unfit as unfit:
-        detail = f" ({unfit.detail})" if unfit.detail else ""
+        detail = f": {unfit.detail}" if unfit.detail else ""
         raise ValueError(f"{flag} {value!r}: expected {unfit.expected}{detail}") from None
 
 

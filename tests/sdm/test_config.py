@@ -517,3 +517,26 @@ def test_the_default_password_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(config.PASSWORD_VARIABLE, "env-secret")
     assert flags("-b localhost").mqtt.password == "env-secret"
     assert os.environ[config.PASSWORD_VARIABLE] not in to_toml(flags("-b localhost"))
+
+
+# -- docs/config.md stays true -----------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+
+
+def doc_blocks() -> list:
+    text = DOC.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```toml\n")[1:]]
+
+
+def test_the_documented_example_file_loads(tmp_path):
+    loaded = load(write(tmp_path, doc_blocks()[0]))
+    assert [(bus.name, bus.kind) for bus in loaded.buses] == [("cabinet", "serial"), ("garage", "rtu+tcp"),
+                                                              ("pv", "tcp")]
+    assert parse_port(loaded.buses[2].port).port == 502
+
+
+def test_the_documented_print_config_is_what_to_toml_writes():
+    line = "-s /dev/ttyUSB0 -c 5 -d janitza:26,sdm:1 --pause sdm=30 --slow"
+    assert f"`sdm630_httpd {line}`" in DOC.read_text(encoding="utf-8")
+    assert doc_blocks()[-1] == to_toml(flags(line))
