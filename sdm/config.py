@@ -38,6 +38,7 @@ else:   # pragma: no cover - the backport has the same interface
 DEFAULT_NAME_FORMAT = "Instrument%d"
 DEFAULT_BUS_NAME = "bus"       # the one bus of a gateway started with flags
 DEFAULT_TCP_PORT = 502
+DEFAULT_COMSET = 2             # 9600 8N1, as -c and BusConfig
 PASSWORD_VARIABLE = "SDM_MQTT_PASSWORD"
 
 
@@ -188,7 +189,7 @@ def string(value: Any) -> str:
     return value
 
 
-def _adopt(check: Callable[[str], Any], expected: str) -> Check:
+def _checked_by(check: Callable[[str], Any], expected: str) -> Check:
     """A string check out of a function that raises ValueError with its own reason."""
     def adopted(value: Any) -> Any:
         text = string(value)
@@ -206,7 +207,7 @@ def _listen(text: str) -> None:
 
 
 def _broker(text: str) -> None:
-    from .mqtt import parse_broker  # imported here: sdm.mqtt imports the hub, which reads this module
+    from .mqtt import parse_broker  # imported here: sdm.mqtt imports the hub, which is to import this module
     if text:
         parse_broker(text)
 
@@ -371,34 +372,34 @@ def pause_ms(value: Any) -> float:
     return number(0, unit="milliseconds")(value) / 1000.0
 
 
-# The settings: key -> (check, default).  Defaults are the dataclasses'.
-HTTP_KEYS: Dict[str, Tuple[Check, Any]] = {
-    "listen": (_adopt(_listen, "an address such as \":8080\", \"127.0.0.1:8080\" or \"[::1]:8080\""), ":8080"),
-    "max_ws_clients": (integer(0), 200),
-    "max_long_polls": (integer(0), 200),
+# The checks of each section's keys; the defaults are the dataclasses'.
+HTTP_KEYS: Dict[str, Check] = {
+    "listen": _checked_by(_listen, "an address such as \":8080\", \"127.0.0.1:8080\" or \"[::1]:8080\""),
+    "max_ws_clients": integer(0),
+    "max_long_polls": integer(0),
 }
-MQTT_KEYS: Dict[str, Tuple[Check, Any]] = {
-    "broker": (_adopt(_broker, "a broker URL such as tcp://HOST:1883 or ssl://HOST:8883, or \"\""), ""),
-    "topic": (_adopt(check_base, "an MQTT base topic"), "sdm630"),
-    "user": (string, ""),
-    "password": (string, ""),
-    "client_id": (string, "sdm630"),
-    "qos": (integer(0, 2), 0),
-    "rate": (number(0), 0.0),
-    "clean": (boolean, False),
-    "ca_file": (_ca_file, None),
-    "per_value": (boolean, False),
-    "queue": (integer(1), 1000),
-    "backoff_max": (number(1), 30.0),
-    "ha_discovery": (boolean, False),
-    "ha_prefix": (_adopt(check_base, "an MQTT topic prefix"), "homeassistant"),
+MQTT_KEYS: Dict[str, Check] = {
+    "broker": _checked_by(_broker, "a broker URL such as tcp://HOST:1883 or ssl://HOST:8883, or \"\""),
+    "topic": _checked_by(check_base, "an MQTT base topic"),
+    "user": string,
+    "password": string,
+    "client_id": string,
+    "qos": integer(0, 2),
+    "rate": number(0),
+    "clean": boolean,
+    "ca_file": _ca_file,
+    "per_value": boolean,
+    "queue": integer(1),
+    "backoff_max": number(1),
+    "ha_discovery": boolean,
+    "ha_prefix": _checked_by(check_base, "an MQTT topic prefix"),
 }
-METRICS_KEYS: Dict[str, Tuple[Check, Any]] = {"bus_label": (boolean, True)}
-BUS_LIMITS: Dict[str, Tuple[Check, Any]] = {
-    "timeout": (number(0, inclusive=False), 0.3),
-    "retries": (integer(0), 2),
-    "max_failures": (integer(1), 5),
-    "reprobe_max": (number(0, inclusive=False), 60.0),
+METRICS_KEYS: Dict[str, Check] = {"bus_label": boolean}
+BUS_LIMITS: Dict[str, Check] = {
+    "timeout": number(0, inclusive=False),
+    "retries": integer(0),
+    "max_failures": integer(1),
+    "reprobe_max": number(0, inclusive=False),
 }
 BUS_KEYS = ("name", "port", "comset", "baud", "parity", *BUS_LIMITS, "meter")
 METER_KEYS = ("type", "id", "name", "pause", "interval", "slow")
@@ -551,8 +552,9 @@ class Table:
             detail = f": {unfit.detail}" if unfit.detail else ""
             self.doc.fail(self.path + (key,), f"expected {unfit.expected}, found {found(value)}{detail}")
 
-    def settings(self, keys: Dict[str, Tuple[Check, Any]]) -> Dict[str, Any]:
-        return {key: self.get(key, check, default) for key, (check, default) in keys.items()}
+    def settings(self, keys: Dict[str, Check], defaults: Any) -> Dict[str, Any]:
+        """The ``keys`` of this table, checked; those not given take their value from ``defaults``."""
+        return {key: self.get(key, check, getattr(defaults, key)) for key, check in keys.items()}
 
     def table(self, key: str) -> Table:
         value = self.data.get(key, {})
@@ -598,9 +600,9 @@ def _config(top: Table) -> Config:
         top.doc.fail(("bus",), "the file configures no bus: add a [[bus]] with a port and a [[bus.meter]]")
     config = Config(
         buses=tuple(_bus(table, names) for table in buses),
-        http=HttpConfig(**_section(top.table("http"), HTTP_KEYS)),
+        http=HttpConfig(**_section(top.table("http"), HTTP_KEYS, HttpConfig())),
         mqtt=_mqtt(top.table("mqtt")),
-        metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS)),
+        metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS, MetricsConfig())),
         verbose=top.get("verbose", boolean, False),
         source=top.doc.source,
         name_format=names,
@@ -612,13 +614,13 @@ def _config(top: Table) -> Config:
     return config
 
 
-def _section(table: Table, keys: Dict[str, Tuple[Check, Any]]) -> Dict[str, Any]:
+def _section(table: Table, keys: Dict[str, Check], defaults: Any) -> Dict[str, Any]:
     table.check_keys(tuple(keys))
-    return table.settings(keys)
+    return table.settings(keys, defaults)
 
 
 def _mqtt(table: Table) -> MqttConfig:
-    settings = _section(table, MQTT_KEYS)
+    settings = _section(table, MQTT_KEYS, MqttConfig())
     if "password" not in table.data:
         settings["password"] = os.environ.get(PASSWORD_VARIABLE, "")
     return MqttConfig(**settings)
@@ -634,7 +636,7 @@ def _bus(table: Table, names: str) -> BusConfig:
         table.doc.fail(table.path + ("meter",), f"bus {name!r} has no meter: add a [[bus.meter]] with type and id")
     configs = tuple(_meter(meter, name, names) for meter in meters)
     return BusConfig(name=name, port=port, baud=line.baud, parity=line.parity,
-                     meters=configs, **table.settings(BUS_LIMITS))
+                     meters=configs, **table.settings(BUS_LIMITS, BusConfig(name, port)))
 
 
 def _line(table: Table) -> Comset:
@@ -645,7 +647,8 @@ def _line(table: Table) -> Comset:
             table.doc.fail(table.path + ("comset",),
                            f"give either comset or baud/parity, not both (found {both[0]} too)")
         return COMSETS[table.check("comset", comset_number)]
-    return Comset(table.get("baud", integer(1), 9600), table.get("parity", parity, "N"))
+    default = COMSETS[DEFAULT_COMSET]
+    return Comset(table.get("baud", integer(1), default.baud), table.get("parity", parity, default.parity))
 
 
 def _meter(table: Table, bus: str, names: str) -> MeterConfig:
@@ -785,14 +788,14 @@ def from_args(args: argparse.Namespace) -> Config:
         for type_name, model, device_id in devices)
     line = comset(args.comset)
     limits = {key: _flag("--" + key.replace("_", "-"), getattr(args, key), check)
-              for key, (check, _) in BUS_LIMITS.items()}
+              for key, check in BUS_LIMITS.items()}
     bus = BusConfig(name=DEFAULT_BUS_NAME, port=_flag("--serialadapter", args.serialadapter, port_text),
                     baud=line.baud, parity=line.parity, meters=meters, **limits)
     if args.max_ws_clients < 0 or args.max_long_polls < 0:
         raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
     config = Config(
         buses=(bus,),
-        http=HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"][0]),
+        http=HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
                         max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls),
         mqtt=_mqtt_from_args(args), metrics=MetricsConfig(bus_label=False),
         verbose=args.verbose, source="flags", name_format=names)
@@ -805,7 +808,7 @@ def from_args(args: argparse.Namespace) -> Config:
 
 def _mqtt_from_args(args: argparse.Namespace) -> MqttConfig:
     """The MQTT flags, checked by sdm.mqtt itself; flags without effect (MQTT or discovery off) are dropped."""
-    from .mqtt import settings_from_args  # imported here: sdm.mqtt imports the hub, which reads this module
+    from .mqtt import settings_from_args  # imported here: sdm.mqtt imports the hub, which is to import this module
     if settings_from_args(args) is None:
         return MqttConfig()
     return MqttConfig(
@@ -902,7 +905,8 @@ def _bus_toml(bus: BusConfig, names: str) -> List[str]:
     out = ["", f"# {BUS_KINDS[bus.kind]}", "[[bus]]"] + _lines([("name", bus.name), ("port", bus.port)])
     line = Comset(bus.baud, bus.parity)
     numbered = [number_ for number_, known in COMSETS.items() if known == line]
-    if bus.kind != "tcp" or line != COMSETS[2]:   # a Modbus TCP gateway's serial side matters only for timing
+    # behind a Modbus TCP gateway the serial line matters only for timing: left out when it is the default
+    if bus.kind != "tcp" or line != COMSETS[DEFAULT_COMSET]:
         out += _lines([("comset", numbered[0])] if numbered else [("baud", bus.baud), ("parity", bus.parity)])
     out += _lines(_changed(bus, BusConfig(bus.name, bus.port), BUS_LIMITS))
     for meter in bus.meters:
