@@ -224,7 +224,7 @@ def name_format(value: Any) -> str:
     text = string(value)
     expected = 'a name format with one %d, e.g. "Instrument%d"'
     if "%d" not in text:
-        raise Unfit(expected, "it has no %d")
+        raise Unfit(expected, "the format must contain %d")
     try:
         name = text % 1
     except (TypeError, ValueError) as err:
@@ -420,6 +420,7 @@ def path_text(path: Path) -> str:
 
 
 _HEADER = re.compile(r"^\s*(\[\[|\[)\s*([^\[\]]+?)\s*(\]\]|\])\s*(#.*)?$")
+_MULTILINE = re.compile(r"""^\s*(\"{3}|'{3})(.*)$""")
 _KEY = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
 
 
@@ -435,11 +436,10 @@ class Locator:
         self.keys: Dict[Tuple[Path, str], int] = {}
         table: Path = ()
         counts: Dict[Path, int] = {}
-        in_string = False
+        closing = ""        # the delimiter that ends the multi-line string being skipped
         for number_, line in enumerate(text.splitlines(), start=1):
-            quotes = line.count('"""') + line.count("'''")
-            if in_string:
-                in_string = quotes % 2 == 0
+            if closing:
+                closing = "" if closing in line else closing
                 continue
             header = _HEADER.match(line)
             if header:
@@ -449,7 +449,7 @@ class Locator:
             key = _KEY.match(line)
             if key:
                 self.keys.setdefault((table, key.group(1).strip("\"'")), number_)
-            in_string = quotes % 2 == 1
+                closing = _multiline_opened(line[key.end():])
 
     @staticmethod
     def _enter(header: Any, counts: Dict[Path, int], table: Path) -> Path:
@@ -471,6 +471,14 @@ class Locator:
                 if candidate and candidate in self.headers:
                     return self.headers[candidate]
         return None
+
+
+def _multiline_opened(value: str) -> str:
+    """The delimiter of a multi-line string that starts in ``value`` and does not end there, else ''."""
+    opened = _MULTILINE.match(value)
+    if opened and opened.group(1) not in opened.group(2):
+        return opened.group(1)
+    return ""
 
 
 def _array_parent(names: List[str], table: Path) -> Path:

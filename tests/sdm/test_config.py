@@ -540,3 +540,12 @@ def test_the_documented_print_config_is_what_to_toml_writes():
     line = "-s /dev/ttyUSB0 -c 5 -d janitza:26,sdm:1 --pause sdm=30 --slow"
     assert f"`sdm630_httpd {line}`" in DOC.read_text(encoding="utf-8")
     assert doc_blocks()[-1] == to_toml(flags(line))
+
+
+def test_the_locator_skips_multi_line_strings():
+    text = ('[[bus]]\nname = """\nid = 5\n[[bus.meter]]\n"""\nport = \'\'\'x\'\'\'\n'
+            'retries = 1\n  [[bus.meter]]\n  id = 3\n')
+    locator = config.Locator(text)
+    assert locator.line(("bus", 1, "retries")) == 7
+    assert locator.line(("bus", 1, "meter", 1, "id")) == 9
+    assert ("bus", 1, "meter", 2) not in locator.headers
