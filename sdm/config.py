@@ -573,7 +573,7 @@ class Table:
     def tables(self, key: str) -> List[Table]:
         value = self.data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-            header = path_text(self.path + (key,))
+            header = ".".join(part for part in self.path + (key,) if isinstance(part, str))
             self.doc.fail(self.path + (key,), f"expected [[{header}]] tables, found {found(value)}")
         return [Table(self.doc, item, self.path + (key, index)) for index, item in enumerate(value, start=1)]
 

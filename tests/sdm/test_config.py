@@ -211,6 +211,7 @@ ERRORS = [
     (BUS + "reprobe_max = -5 #<\n" + METER, "bus[1].reprobe_max", ["> 0, found -5"]),
     (BUS + "baudrate = 9600 #<\n" + METER, "bus[1].baudrate", ["unknown key", "allowed here: name, port"]),
     (BUS.replace("[[bus]]", "[[bus]] #<"), "bus[1].meter", ["has no meter"]),
+    (BUS + "meter = 5 #<\n", "bus[1].meter", ["expected [[bus.meter]] tables, found 5"]),
     (BUS + '  [[bus.meter]]\n  type = "sdm630"\n  id = "x" #<\n', "bus[1].meter[1].id",
      ['expected an integer 1-247, found "x"']),
     (BUS + '  [[bus.meter]]\n  type = "sdm630"\n  id = true #<\n', "bus[1].meter[1].id", ["found true"]),
