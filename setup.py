@@ -17,6 +17,7 @@ setup(
         "pyserial>=3.5",
         "paho-mqtt>=2.0,<3",
         "prometheus-client>=0.17",
+        'tomli>=1.1; python_version<"3.11"',   # the config file; Python 3.11+ has tomllib
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pymodbus>=3.8", "ruff", "websocket-client>=1.6"],
