@@ -17,7 +17,7 @@ from typing import Optional
 import serial
 from gevent import monkey
 
-from . import Comset, TransportError, silence_time
+from . import Comset, TransportError, drain, silence_time
 
 _select_now = monkey.get_original("select", "select")
 
@@ -129,10 +129,7 @@ class SerialTransport:
 
     def settle(self, quiet: float, limit: float) -> None:
         """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if not self.read(4096, min(time.monotonic() + quiet, end)):
-                return
+        drain(self, quiet, limit)
 
     def _require_open(self) -> None:
         if self._port is None:
