@@ -8,8 +8,8 @@ transparent RTU-over-TCP socket carry the same frames with the same checks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Protocol
 
 from serial import PARITY_EVEN, PARITY_NONE
@@ -59,7 +59,7 @@ def silence_time(char_time: float) -> float:
     return max(3.5 * char_time, 0.00175)
 
 
-def drain(line: "Line", quiet: float, limit: float) -> None:
+def drain(line: Line, quiet: float, limit: float) -> None:
     """Discard input until ``line`` has been quiet for ``quiet`` s (at most ``limit`` s).
 
     What every transport's ``settle`` does: after a failed exchange, stray
