@@ -49,36 +49,40 @@ def parse_port(port: str) -> Tuple[str, str, int]:
     rest = port[len(KINDS[kind]):]
     if any(c in rest for c in "/?#@"):
         raise ValueError(f"port {port!r}: only HOST:PORT may follow {KINDS[kind]}")
-    host, number = _split_host(port, rest)
-    if number is None:
-        if kind == "rtu+tcp":
-            raise ValueError(f"port {port!r}: a transparent gateway has no standard port; "
-                             f"give it as rtu+tcp://HOST:PORT")
-        return kind, host, DEFAULT_MODBUS_TCP_PORT
-    return kind, host, _port_number(port, number)
+    default = DEFAULT_MODBUS_TCP_PORT if kind == "tcp" else None
+    try:
+        host, number = parse_address(rest, default)
+    except ValueError as err:
+        note = "; a transparent gateway has no standard port" if default is None and "no port" in str(err) else ""
+        raise ValueError(f"port {port!r}: {err}{note}") from None
+    return kind, host, number
 
 
-def _split_host(port: str, rest: str) -> Tuple[str, Optional[str]]:
-    """HOST and the text after its colon (None without one); IPv6 hosts in brackets."""
-    if rest.startswith("["):
-        host, bracket, tail = rest[1:].partition("]")
+def parse_address(text: str, default: Optional[int] = None, allow_zero: bool = False) -> Tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> (host, port); ``default`` when the port is left out.
+    ``allow_zero``: port 0 (a listener's "any free port")."""
+    if text.startswith("["):
+        host, bracket, tail = text[1:].partition("]")
         if not bracket or not host:
-            raise ValueError(f"port {port!r}: an IPv6 address must be written [ADDRESS]")
+            raise ValueError("an IPv6 address must be written [ADDRESS]")
         if tail and not tail.startswith(":"):
-            raise ValueError(f"port {port!r}: expected :PORT after [{host}]")
-        return host, tail[1:] if tail else None
-    if rest.count(":") > 1:
-        raise ValueError(f"port {port!r}: write an IPv6 address in brackets, e.g. tcp://[::1]:502")
-    host, colon, number = rest.partition(":")
+            raise ValueError(f"expected :PORT after [{host}]")
+        number = tail[1:] if tail else None
+    elif text.count(":") > 1:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:502")
+    else:
+        host, colon, number = text.partition(":")
+        number = number if colon else None
     if not host:
-        raise ValueError(f"port {port!r} names no host")
-    return host, number if colon else None
-
-
-def _port_number(port: str, text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise ValueError(f"port {port!r}: TCP port must be a number 1-65535, not {text!r}")
-    return int(text)
+        raise ValueError("no host given")
+    if number is None:
+        if default is None:
+            raise ValueError("no port given (HOST:PORT)")
+        return host, default
+    lowest = 0 if allow_zero else 1
+    if not number.isdigit() or not lowest <= int(number) <= 65535:
+        raise ValueError(f"TCP port must be a number {lowest}-65535, not {number!r}")
+    return host, int(number)
 
 
 class TcpTransport:
