@@ -163,7 +163,8 @@ class GatewayLink:
         self._probed = False
 
     def _probe_other(self, request: tuple) -> None:
-        """Send the failing request once in the other framing; a valid reply sets the hint.
+        """Send the failing request once in the other framing, on a fresh connection (the
+        old one is dead or closed); a valid reply sets the hint.
 
         Any reply that framing understands counts, an exception too.  The
         connection is closed afterwards either way: bytes of a foreign frame
@@ -173,9 +174,9 @@ class GatewayLink:
             return
         self._probed = True
         slave, fc, start, count, timeout = request
+        self.transport.close()
         try:
-            if not self.transport.is_open:
-                self.transport.open()
+            self.transport.open()
             self.other.exchange(slave, fc, start, count, timeout)
         except (ExceptionReply, GatewayNoReply):
             understood = True
