@@ -15,7 +15,7 @@ serial bus behind every door).
   A header that is not Modbus TCP makes it close the connection.
 
 ``--gateway-latency-ms`` delays every reply of either kind: the gateway's
-own forwarding time on top of the serial line's.
+own forwarding time, on top of the serial line's.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class SocketLine:
 
 
 class LatencyLine:
-    """A line whose every reply leaves ``latency`` s later: a gateway's forwarding time."""
+    """A line whose requests reach the serial side ``latency`` s after they came in: a gateway's
+    forwarding time.  Under a PacedLine, the serial line's time then comes on top of it."""
 
     def __init__(self, line, latency: float, sleep: Callable[[float], None] = time.sleep):
         self.line = line
@@ -92,11 +93,12 @@ class LatencyLine:
         self.sleep = sleep
 
     def read(self, timeout: Optional[float]) -> bytes:
-        return self.line.read(timeout)
+        data = self.line.read(timeout)
+        if data and self.latency > 0:
+            self.sleep(self.latency)
+        return data
 
     def write(self, data: bytes) -> None:
-        if self.latency > 0:
-            self.sleep(self.latency)
         self.line.write(data)
 
 
@@ -192,7 +194,7 @@ class SimBus:
 
 def serve_rtu(bus: SimBus, sock: socket.socket, running: Callable[[], bool]) -> None:
     """A transparent gateway's connection: RTU frames to and from the slave loop."""
-    line = LatencyLine(paced(SocketLine(sock), bus.fresh_pacing()), bus.latency)
+    line = paced(LatencyLine(SocketLine(sock), bus.latency), bus.fresh_pacing())
     loop = bus.slave_loop(line)
     while running():
         data = line.read(POLL)

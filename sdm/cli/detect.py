@@ -102,6 +102,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         found = run_scan(Scanner(link, turnaround), ids, args.verbose, sys.stdout)
     except TransportError as err:
         print(f"sdm_detect: {err}", file=sys.stderr)
+        if is_tcp_port(args.serialadapter):     # a gateway that hangs up on what it cannot parse
+            print(f"sdm_detect: {_what_to_check(link)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sdm_detect: interrupted", file=sys.stderr)
@@ -110,14 +112,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         link.close()
     elapsed = time.monotonic() - started
     if not found:
-        print(f"No meter found on {len(ids)} ids in {elapsed:.1f} s. {_what_to_check(args.serialadapter)}")
+        print(f"No meter found on {len(ids)} ids in {elapsed:.1f} s. {_what_to_check(link)}")
         return 1
     print(f"Found {len(found)} meter(s) in {elapsed:.1f} s; for sdm630_httpd:\n  -d {device_list(found)}")
     return 0
 
 
-def _what_to_check(port: str) -> str:
-    if is_tcp_port(port):
+def _what_to_check(link) -> str:
+    if link.hint:
+        return f"The gateway: {link.hint}."
+    if is_tcp_port(link.port):
         return ("Check the gateway's serial settings (-c), its mode (rtu+tcp:// for a transparent "
                 "gateway, tcp:// for Modbus TCP), the wiring behind it and the ids.")
     return "Check the wiring (A/B), the comset (-c) and the ids."

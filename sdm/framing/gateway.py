@@ -137,7 +137,7 @@ class GatewayLink:
         if received:
             self._end_silence()         # bytes came back: the connection works
             if self.foreign(received):
-                self._set_hint(f"meter {slave} answered in the other framing")
+                self._set_hint(f"the reply to meter {slave} is in the other framing")
             return
         if prompt:
             return
