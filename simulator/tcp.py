@@ -247,7 +247,7 @@ class GatewayServer:
         self.listener.close()
         for thread in self.threads:
             thread.join(timeout=2 * POLL + 1)
-        for sock in self.connections:
+        for sock in list(self.connections):
             sock.close()
 
     def _spawn(self, target, name: str, *args) -> None:

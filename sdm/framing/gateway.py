@@ -25,7 +25,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional, Set
 
-from ..transport import Transport, TransportError
+from ..transport import TransportError
+from ..transport.tcp import TcpTransport
 from .mbap import HEADER, HEADER_BYTES, MAX_LENGTH, MIN_LENGTH, GatewayNoReply
 from .rtu import EXCEPTION_BYTES, REPLY_OVERHEAD, ExceptionReply, ModbusError, crc_ok
 
@@ -84,7 +85,7 @@ class GatewayLink:
             raise ValueError(f"max_silent must be at least 1, not {max_silent}")
         self.framing = framing
         self.other = other
-        self.transport: Transport = framing.transport
+        self.transport: TcpTransport = framing.transport
         self.port = framing.port
         self.kind = framing.kind
         self.cost = framing.cost

@@ -109,6 +109,7 @@ class TcpTransport:
         return self._sock is not None
 
     def open(self) -> None:
+        self.close()               # a second open starts a fresh connection, never leaks one
         try:
             sock = socket.create_connection((self.host, self.tcp_port), timeout=self.connect_timeout)
         except OSError as err:    # refused, unreachable, unknown host, connect timeout
