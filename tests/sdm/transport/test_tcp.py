@@ -179,3 +179,22 @@ def test_a_closed_transport_refuses_io():
 def test_bad_connect_timeout_is_refused():
     with pytest.raises(ValueError, match="connect timeout"):
         TcpTransport("tcp://127.0.0.1", connect_timeout=0)
+
+
+def test_a_gateway_that_does_not_accept_times_out_on_connect():
+    """A listener with a full backlog drops further SYNs: connect waits for its timeout only."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    first = TcpTransport(f"tcp://127.0.0.1:{listener.getsockname()[1]}", connect_timeout=0.3)
+    second = TcpTransport(first.port, connect_timeout=0.3)
+    try:
+        first.open()                     # fills the backlog (nobody accepts)
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="timed out"):
+            second.open()
+        assert 0.25 <= time.monotonic() - started < 2.0
+        assert not second.is_open
+    finally:
+        first.close()
+        listener.close()
