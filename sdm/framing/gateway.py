@@ -23,12 +23,12 @@ other framing after a run of silence.
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional, Set, Union
 
 from ..transport import TransportError
 from ..transport.tcp import TcpTransport
-from .mbap import HEADER, HEADER_BYTES, MAX_LENGTH, MIN_LENGTH, GatewayNoReply
-from .rtu import EXCEPTION_BYTES, REPLY_OVERHEAD, ExceptionReply, ModbusError, crc_ok
+from .mbap import HEADER, HEADER_BYTES, MAX_LENGTH, MIN_LENGTH, GatewayNoReply, MbapLink
+from .rtu import EXCEPTION_BYTES, REPLY_OVERHEAD, ExceptionReply, ModbusError, RtuLink, crc_ok
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class GatewayLink:
     reply is recognisably in the other framing.
     """
 
-    def __init__(self, framing, other, foreign: Callable[[bytes], bool], hint_text: str,
+    def __init__(self, framing: Union[RtuLink, MbapLink], other: Union[RtuLink, MbapLink],
+                 foreign: Callable[[bytes], bool], hint_text: str,
                  max_silent: int = DEFAULT_MAX_SILENT):
         if max_silent < 1:
             raise ValueError(f"max_silent must be at least 1, not {max_silent}")
