@@ -16,6 +16,7 @@ from typing import Dict
 
 from bench.common import sim_flags
 from sdm.detect import DEFAULT_TURNAROUND, Scanner, device_list
+from sdm.framing.rtu import RtuLink
 from sdm.transport import comset
 from sdm.transport.serial import SerialTransport
 from tests.support import Simulator
@@ -33,7 +34,7 @@ def run() -> Dict[str, object]:
     try:
         line.open()
         started = time.monotonic()
-        found = Scanner(line).scan(IDS)
+        found = Scanner(RtuLink(line)).scan(IDS)
         seconds = time.monotonic() - started
     finally:
         line.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 from .encoding import decode
 from .framing import rtu
@@ -22,6 +22,7 @@ from .measurements import describe
 from .meters.eastron import METER_CODE_ADDRESS
 from .meters.model import READ_HOLDING, MeterModel
 from .meters.registry import ALIASES, MAX_SLAVE_ID, MODELS, parse_slave_id
+from .transport import Line
 
 NOMINAL_VOLTAGES = (110.0, 230.0)
 VOLTAGE_TOLERANCE = 0.10
@@ -119,18 +120,27 @@ def parse_ids(text: str) -> List[int]:
     return sorted(ids)
 
 
-class Scanner:
-    """Probes ids on one line.  ``turnaround``: how long a meter may take to begin a reply."""
+class ScanLink(Protocol):
+    """A link (RtuLink, or a TCP gateway's link from sdm.framing.make_link) with a short-wait mode."""
 
-    def __init__(self, line: rtu.Line, turnaround: float = DEFAULT_TURNAROUND):
-        self.line = line
+    transport: Line
+
+    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
+                 prompt: bool = False) -> List[int]: ...
+
+
+class Scanner:
+    """Probes ids on one link.  ``turnaround``: how long a meter may take to begin a reply."""
+
+    def __init__(self, link: ScanLink, turnaround: float = DEFAULT_TURNAROUND):
+        self.link = link
         self.turnaround = turnaround
         self.families = families()
         # a device that answered needs its quiet time before the next request
         self.pause = max(model.pause for family in self.families for model in family.models)
 
     def read(self, slave: int, fc: int, address: int, count: int) -> List[int]:
-        return rtu.exchange(self.line, slave, fc, address, count, self.turnaround, prompt=True)
+        return self.link.exchange(slave, fc, address, count, self.turnaround, prompt=True)
 
     def scan_id(self, slave: int) -> Outcome:
         code: Optional[int] = None
@@ -179,7 +189,7 @@ class Scanner:
 
     def _pause(self) -> None:
         """Let the device that just answered (or not) fall quiet before the next request."""
-        self.line.settle(quiet=self.pause, limit=self.pause + self.turnaround)
+        self.link.transport.settle(quiet=self.pause, limit=self.pause + self.turnaround)
 
 
 def device_list(found: Sequence[Found]) -> str:

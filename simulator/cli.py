@@ -1,11 +1,14 @@
-"""sdm_simulator: virtual MODBUS/RTU meters on a pty, for running the gateway without hardware."""
+"""sdm_simulator: virtual MODBUS meters on a pty and/or behind simulated network gateways
+(Modbus TCP, transparent RTU over TCP), for running the gateway without hardware."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -16,14 +19,24 @@ from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse
 from .meters import VirtualMeter
 from .pacing import paced, pacing_for
 from .physics import Physics
-from .server import SlaveLoop
+from .tcp import GatewayServer, SimBus
 
 log = logging.getLogger("sdm_simulator")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdm_simulator", description=__doc__)
-    p.add_argument("--link", required=True, help="path of the symlink to the pty end a gateway opens")
+    p.add_argument("--link", help="path of the symlink to the pty end a gateway opens")
+    p.add_argument("--tcp", metavar="HOST:PORT",
+                   help="also (or instead) serve the meters as a Modbus TCP gateway on this address; "
+                        "port 0 picks a free one (see --port-file)")
+    p.add_argument("--rtu-tcp", metavar="HOST:PORT",
+                   help="also (or instead) serve the meters as a transparent RTU-over-TCP gateway")
+    p.add_argument("--gateway-latency-ms", type=float, default=0.0,
+                   help="a TCP gateway's own forwarding time, added to every reply (default: %(default)s)")
+    p.add_argument("--port-file", metavar="PATH",
+                   help="write the TCP gateways' ports as tcp://HOST:PORT / rtu+tcp://HOST:PORT lines, "
+                        "once they listen")
     p.add_argument("-d", "--device_list", default="sdm630:1",
                    help="virtual meters as TYPE:ID[,TYPE:ID...] (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="make the values reproducible")
@@ -36,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
                    help="meter ID stays silent from FROM to TO seconds after start; repeatable")
     p.add_argument("--unplug", action="append", default=[], metavar="FROM-TO",
                    help="close the pty from FROM to TO seconds after start, then come back on a new "
-                        "pty behind the same link; repeatable")
+                        "pty behind the same link; repeatable (pty only)")
     p.add_argument("--served-log", metavar="PATH",
                    help="write every request, its outcome and the values served as JSON lines")
     p.add_argument("--garbage-id", default="", metavar="ID[,ID...]",
@@ -68,12 +81,49 @@ def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
     return meters
 
 
+def check_lines(args: argparse.Namespace) -> None:
+    """At least one place to serve on; pty-only options need the pty."""
+    if not (args.link or args.tcp or args.rtu_tcp):
+        raise ValueError("give --link, --tcp or --rtu-tcp (or several)")
+    if args.unplug and not args.link:
+        raise ValueError("--unplug pulls out the pty: it needs --link")
+    if args.gateway_latency_ms < 0:
+        raise ValueError("--gateway-latency-ms must not be negative")
+
+
+def start_gateways(args: argparse.Namespace, bus: SimBus) -> List[GatewayServer]:
+    """Listen on --tcp and --rtu-tcp; a port that cannot be bound is an OSError."""
+    servers: List[GatewayServer] = []
+    try:
+        for kind, address in (("tcp", args.tcp), ("rtu+tcp", args.rtu_tcp)):
+            if address:
+                servers.append(GatewayServer(kind, address, bus).start())
+    except (OSError, ValueError):
+        for server in servers:
+            server.stop()
+        raise
+    return servers
+
+
+def write_port_file(path: Optional[str], servers: List[GatewayServer]) -> None:
+    """Written whole and then renamed, so a reader never sees half of it."""
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.writelines(f"{server.url}\n" for server in servers)
+    os.replace(tmp, path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
+    servers: List[GatewayServer] = []
+    line = None
     try:
+        check_lines(args)
         pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
         no_code = _ids(args.no_meter_code)
         garbage = _ids(args.garbage_id)
@@ -85,28 +135,45 @@ def main(argv: Optional[List[str]] = None) -> int:
         offline = [parse_offline(item) for item in args.offline]
         unplugged = [parse_window(item) for item in args.unplug]
         served = ServedLog(open(args.served_log, "w", encoding="utf-8") if args.served_log else None)
-        line = PluggableLine(args.link, unplugged, served, started)
-        line = paced(line, pacing)
+        injector = FaultInjector(meters, faults, args.seed, offline, served, started)
+        bus = SimBus(meters, garbage, args.seed, injector, threading.Lock(), pacing, args.gateway_latency_ms / 1000)
+        servers = start_gateways(args, bus)
+        write_port_file(args.port_file, servers)
+        if args.link:
+            line = paced(PluggableLine(args.link, unplugged, served, started), pacing)
     except (ValueError, OSError) as err:
+        for server in servers:
+            server.stop()
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
-    injector = FaultInjector(meters, faults, args.seed, offline, served, started)
-    loop = SlaveLoop(line, meters, garbage, args.seed, injector)
+    stopped = threading.Event()
+    loop = bus.slave_loop(line) if line is not None else None
 
     def stop(*_):
-        loop.running = False
+        stopped.set()
+        if loop is not None:
+            loop.running = False
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     described = ", ".join(f"{m.model.model}:{slave}" for slave, m in sorted(meters.items()))
     pace = f" at {args.baud} 8{args.parity}1" if args.baud else ""
-    log.info("serving %s on %s -> %s%s", described, args.link, line.slave_path, pace)
+    places = [f"{args.link} -> {line.slave_path}"] if line is not None else []
+    places += [server.url for server in servers]
+    log.info("serving %s on %s%s", described, ", ".join(places), pace)
     try:
-        loop.serve_forever()
+        if loop is not None:
+            loop.serve_forever()
+        else:
+            while not stopped.wait(0.2):
+                pass
     finally:
-        line.close()
+        for server in servers:
+            server.stop()
+        if line is not None:
+            line.close()
         served.close()
-    log.info("stopped after %d answers; outcomes %s", loop.served, injector.counts)
+    log.info("stopped; outcomes %s", injector.counts)
     return 0
 
 

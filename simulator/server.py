@@ -7,11 +7,12 @@ for an id no virtual meter owns, gets no answer at all, as on a real bus.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import struct
 import time
-from typing import Callable, Collection, Dict, Iterator, Optional
+from typing import Callable, Collection, ContextManager, Dict, Iterator, Optional
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -82,11 +83,18 @@ Disturb = Callable[[bytes, Optional[bytes], float], bytes]
 
 class SlaveLoop:
     """Serves the virtual meters on one line until stopped; ids in ``garbage`` answer random bytes,
-    ``disturb`` injects faults into the other answers (simulator/faults.py)."""
+    ``disturb`` injects faults into the other answers (simulator/faults.py).
+
+    Several loops (a pty and TCP connections, each in a thread) may share the
+    meters and the fault injector: they then share one ``lock``, held while
+    a reply is computed (not while it is written out).
+    """
 
     def __init__(self, line, meters: Dict[int, VirtualMeter], garbage: Collection[int] = (),
-                 seed: Optional[int] = None, disturb: Optional[Disturb] = None):
+                 seed: Optional[int] = None, disturb: Optional[Disturb] = None,
+                 lock: Optional[ContextManager] = None):
         self.line = line
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.meters = meters
         self.garbage = frozenset(garbage)
         self.rng = random.Random(seed)
@@ -103,13 +111,19 @@ class SlaveLoop:
 
     def handle(self, data: bytes, now: float) -> None:
         for request in self.finder.feed(data, now):
+            reply = self.reply_to(request, now)
+            if reply is not None:
+                self.line.write(reply)
+                self.served += 1
+
+    def reply_to(self, request: bytes, now: float) -> Optional[bytes]:
+        """The bytes the bus carries back for one CRC-valid request frame; None for silence."""
+        with self.lock:
             if request[0] in self.garbage:
                 reply = garbage_reply(self.rng)
             else:
                 reply = answer(self.meters, request)
                 if self.disturb is not None:
                     reply = self.disturb(request, reply, now) or None
-            log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
-            if reply is not None:
-                self.line.write(reply)
-                self.served += 1
+        log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
+        return reply

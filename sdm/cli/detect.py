@@ -1,5 +1,9 @@
 """sdm_detect: scan an RS485 bus for meters and print the -d list for sdm630_httpd.
 
+The bus is a serial adapter (-s /dev/ttyUSB0) or a gateway on the network:
+-s rtu+tcp://HOST:PORT (transparent, raw RTU frames) or -s tcp://HOST[:502]
+(Modbus TCP); -c then names the serial settings behind the gateway.
+
 Exit status: 0 when meters were found, 1 when none answered, 2 on bad input
 or a failing adapter.
 """
@@ -13,8 +17,9 @@ import time
 from typing import List, Optional, TextIO
 
 from ..detect import DEFAULT_TURNAROUND, Outcome, Scanner, device_list, parse_ids
+from ..framing import make_link
 from ..transport import TransportError, comset
-from ..transport.serial import SerialTransport
+from ..transport.tcp import is_tcp_port
 from .common import add_serial_flags, setup_logging
 
 log = logging.getLogger("sdm_detect")
@@ -83,30 +88,43 @@ def main(argv: Optional[List[str]] = None) -> int:
         ids = parse_ids(args.ids)
         if not 0 < args.turnaround <= 10000:
             raise ValueError(f"--turnaround {args.turnaround:g} ms is not within 0-10000 ms")
-        transport = SerialTransport(args.serialadapter, comset(args.comset))
-        transport.open()
+        settings = comset(args.comset)
+        link = make_link(args.serialadapter, settings.baud, settings.parity)
+        link.open()
     except (ValueError, TransportError) as err:
         print(f"sdm_detect: {err}", file=sys.stderr)
         return 2
-    log.info("scanning %d ids (%s) on %s at %s", len(ids), args.ids, args.serialadapter, transport.settings)
+    log.info("scanning %d ids (%s) on %s at %s", len(ids), args.ids, args.serialadapter, settings)
     started = time.monotonic()
+    # a gateway's forwarding comes on top of the meter's own turnaround
+    turnaround = args.turnaround / 1000 + link.cost.round_trip
     try:
-        found = run_scan(Scanner(transport, args.turnaround / 1000), ids, args.verbose, sys.stdout)
+        found = run_scan(Scanner(link, turnaround), ids, args.verbose, sys.stdout)
     except TransportError as err:
         print(f"sdm_detect: {err}", file=sys.stderr)
+        if is_tcp_port(args.serialadapter):     # a gateway that hangs up on what it cannot parse
+            print(f"sdm_detect: {_what_to_check(link)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sdm_detect: interrupted", file=sys.stderr)
         return 130
     finally:
-        transport.close()
+        link.close()
     elapsed = time.monotonic() - started
     if not found:
-        print(f"No meter found on {len(ids)} ids in {elapsed:.1f} s. Check the wiring (A/B), "
-              f"the comset (-c) and the ids.")
+        print(f"No meter found on {len(ids)} ids in {elapsed:.1f} s. {_what_to_check(link)}")
         return 1
     print(f"Found {len(found)} meter(s) in {elapsed:.1f} s; for sdm630_httpd:\n  -d {device_list(found)}")
     return 0
+
+
+def _what_to_check(link) -> str:
+    if link.hint:
+        return f"The gateway: {link.hint}."
+    if is_tcp_port(link.port):
+        return ("Check the gateway's serial settings (-c), its mode (rtu+tcp:// for a transparent "
+                "gateway, tcp:// for Modbus TCP), the wiring behind it and the ids.")
+    return "Check the wiring (A/B), the comset (-c) and the ids."
 
 
 if __name__ == "__main__":

@@ -164,6 +164,8 @@ def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: f
 class RtuLink:
     """RTU framing on a transport (a serial port, or a transparent gateway's socket): a bus's Link."""
 
+    hint: Optional[str] = None   # a serial line has no gateway mode to get wrong (see framing.gateway)
+
     def __init__(self, transport: Transport, round_trip: float = 0.0):
         self.transport = transport
         self.port = transport.port
@@ -180,5 +182,6 @@ class RtuLink:
     def close(self) -> None:
         self.transport.close()
 
-    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float) -> List[int]:
-        return exchange(self.transport, slave, fc, start, count, timeout)
+    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
+                 prompt: bool = False) -> List[int]:
+        return exchange(self.transport, slave, fc, start, count, timeout, prompt)

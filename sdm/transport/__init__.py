@@ -8,6 +8,7 @@ transparent RTU-over-TCP socket carry the same frames with the same checks.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Protocol
 
@@ -56,6 +57,18 @@ def comset(number: int) -> Comset:
 def silence_time(char_time: float) -> float:
     """MODBUS inter-frame silence: 3.5 characters, at least 1.75 ms above 19200 baud."""
     return max(3.5 * char_time, 0.00175)
+
+
+def drain(line: Line, quiet: float, limit: float) -> None:
+    """Discard input until ``line`` has been quiet for ``quiet`` s (at most ``limit`` s).
+
+    What every transport's ``settle`` does: after a failed exchange, stray
+    bytes of it must not be taken for the next reply.
+    """
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if not line.read(4096, min(time.monotonic() + quiet, end)):
+            return
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Optional
 import serial
 from gevent import monkey
 
-from . import Comset, TransportError, silence_time
+from . import Comset, TransportError, drain, silence_time
 
 # The plain system calls even where gevent has patched the modules: a bus runs in a thread of its
 # own (sdm/bus.py), and there a blocking wait blocks only that bus.
@@ -130,10 +130,7 @@ class SerialTransport:
 
     def settle(self, quiet: float, limit: float) -> None:
         """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""
-        end = time.monotonic() + limit
-        while time.monotonic() < end:
-            if not self.read(4096, min(time.monotonic() + quiet, end)):
-                return
+        drain(self, quiet, limit)
 
     def _require_open(self) -> None:
         if self._port is None:

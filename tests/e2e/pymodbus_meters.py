@@ -1,4 +1,6 @@
-"""pymodbus as an independent serial server: ``python -m tests.e2e.pymodbus_meters LINK``.
+"""pymodbus as an independent server: ``python -m tests.e2e.pymodbus_meters LINK`` on a serial
+line, or ``... tcp HOST PORT`` as a Modbus TCP gateway, ``... rtu+tcp HOST PORT`` as a transparent
+RTU-over-TCP one (its RTU framer on a TCP socket).
 
 Holds an SDM630 at id 1, a Janitza B23 at id 26 and a DZG at id 36 with the
 values of EXPECTED, at addresses written out by hand from meters.md and
@@ -10,7 +12,7 @@ import struct
 import sys
 
 from pymodbus import FramerType
-from pymodbus.server import ModbusSerialServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 # meters.md 1.2 (SDM630, FC 04, float32): address -> value
@@ -70,5 +72,16 @@ async def serve(port):
     await server.serve_forever()
 
 
+TCP_FRAMERS = {"tcp": FramerType.SOCKET, "rtu+tcp": FramerType.RTU}
+
+
+async def serve_tcp(kind, host, port):
+    server = ModbusTcpServer(devices(), framer=TCP_FRAMERS[kind], address=(host, port))
+    await server.serve_forever()
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1]))
+    if len(sys.argv) == 4:
+        asyncio.run(serve_tcp(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+    else:
+        asyncio.run(serve(sys.argv[1]))

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.support import ROOT, python_cmd
+from tests.support import ROOT, Process, python_cmd, wait_until
 
 
 def detect(*args: str) -> subprocess.CompletedProcess:
@@ -67,7 +67,42 @@ def test_a_silent_bus_says_so_and_exits_1(simulator):
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture
+def gateways(tmp_path):
+    """The simulator as both kinds of network gateway; their ports (tcp://..., rtu+tcp://...)."""
+    port_file = tmp_path / "ports"
+    sim = Process(python_cmd("simulator", "-d", "sdm630:1,janitza:26", "--tcp", "127.0.0.1:0",
+                             "--rtu-tcp", "127.0.0.1:0", "--port-file", str(port_file)), tmp_path / "sim.log")
+    sim.spawn()
+    wait_until(lambda: port_file.exists() or sim.proc.poll() is not None, 15, what="simulator ports")
+    assert sim.proc.poll() is None, sim.log()
+    yield port_file.read_text().split()
+    sim.stop()
+
+
+def test_scan_through_network_gateways_of_both_kinds(gateways):
+    for url in gateways:
+        result = detect("-s", url, "--ids", "1-3,26")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines()[-1] == "  -d sdm630:1,janitza:26", url
+        assert "Traceback" not in result.stderr
+
+
+def test_a_gateway_in_the_other_mode_says_what_to_check(gateways):
+    tcp, rtu_tcp = gateways
+    advice = "its mode (rtu+tcp:// for a transparent gateway, tcp:// for Modbus TCP)"
+    silent = detect("-s", rtu_tcp.replace("rtu+tcp://", "tcp://"), "--ids", "1-2")
+    assert silent.returncode == 1 and advice in silent.stdout
+    # the simulated Modbus TCP gateway hangs up on RTU bytes it cannot read as MBAP
+    hung_up = detect("-s", tcp.replace("tcp://", "rtu+tcp://"), "--ids", "1-2")
+    assert hung_up.returncode == 2 and "connection closed by the gateway" in hung_up.stderr
+    assert advice in hung_up.stderr and "Traceback" not in hung_up.stderr
+
+
 @pytest.mark.parametrize("args, message", [
+    (["-s", "tcp://127.0.0.1:1"], "sdm_detect: cannot connect to tcp://127.0.0.1:1: connection refused"),
+    (["-s", "rtu+tcp://127.0.0.1"], "a transparent gateway has no standard port"),
+    (["-s", "udp://127.0.0.1:502"], "unknown scheme"),
     (["-s", "/nonexistent/ttyUSB9"], "sdm_detect: cannot open /nonexistent/ttyUSB9"),
     (["-s", "/dev/null", "--ids", "0-300"], "meter id 0 is out of range 1-247"),
     (["-s", "/dev/null", "--ids", "9-3"], "id range '9-3' runs backwards"),

@@ -7,6 +7,7 @@ import pytest
 
 from sdm.detect import Scanner, device_list, families, parse_ids, plausible_voltage
 from sdm.framing import rtu
+from sdm.framing.rtu import RtuLink
 from sdm.meters.registry import lookup
 from sdm.transport import comset
 from sdm.transport.serial import SerialTransport
@@ -83,7 +84,7 @@ def test_every_simulated_meter_is_found_with_its_type_and_nothing_else(scan_line
     line = scan_line(MIXED, "--no-meter-code", "7", "--garbage-id", "9")
     outcomes = {}
     ids = [*range(1, 11), 25, 26, 36, 37]
-    found = Scanner(line, TURNAROUND).scan(ids, lambda outcome: outcomes.update({outcome.slave: outcome}))
+    found = Scanner(RtuLink(line), TURNAROUND).scan(ids, lambda outcome: outcomes.update({outcome.slave: outcome}))
     assert {m.slave: (m.keyword, m.proven) for m in found} == EXPECTED
     assert [m.slave for m in found] == sorted(EXPECTED)
     for meter in found:
@@ -100,7 +101,7 @@ def test_every_simulated_meter_is_found_with_its_type_and_nothing_else(scan_line
 
 def test_a_silent_id_costs_exactly_one_request(scan_line):
     line = scan_line("sdm630:1,janitza:26")
-    Scanner(line, TURNAROUND).scan([*range(1, 9), 26])
+    Scanner(RtuLink(line), TURNAROUND).scan([*range(1, 9), 26])
     assert all(line.requests[slave] == 1 for slave in range(2, 9))
     assert line.requests[1] == 2    # meter code, then the L1 voltage that proves it
     assert line.requests[26] == 3   # meter code (refused), Eastron voltage (refused), Janitza voltage
@@ -109,7 +110,7 @@ def test_a_silent_id_costs_exactly_one_request(scan_line):
 def test_a_device_answering_garbage_is_never_a_meter(scan_line):
     line = scan_line("sdm630:1", "--garbage-id", "2,3,4,5,6")
     outcomes = []
-    found = Scanner(line, TURNAROUND).scan(range(1, 7), outcomes.append)
+    found = Scanner(RtuLink(line), TURNAROUND).scan(range(1, 7), outcomes.append)
     assert [m.slave for m in found] == [1]
     assert all(o.answered and o.found is None and o.detail for o in outcomes[1:])
 
@@ -117,7 +118,7 @@ def test_a_device_answering_garbage_is_never_a_meter(scan_line):
 def test_a_silent_bus_finds_nothing(scan_line):
     line = scan_line("sdm630:200")
     outcomes = []
-    assert Scanner(line, TURNAROUND).scan(range(1, 9), outcomes.append) == []
+    assert Scanner(RtuLink(line), TURNAROUND).scan(range(1, 9), outcomes.append) == []
     assert not any(o.answered for o in outcomes)
     assert all(line.requests[slave] == 1 for slave in range(1, 9))
 
