@@ -124,6 +124,18 @@ class Gateway(Process):
         super().__init__(python_cmd("sdm.cli.httpd", "-s", link, "-d", devices,
                                     "-u", f"127.0.0.1:{self.port}", *extra), log_path)
 
+    @classmethod
+    def from_file(cls, config_text: str, path: Path, *extra: str) -> Gateway:
+        """A gateway started with ``--config``; ``{http}`` in the text becomes an [http] section
+        listening on a free loopback port."""
+        gateway = cls.__new__(cls)
+        gateway.port = free_port()
+        gateway.devices = ""
+        path.write_text(config_text.replace("{http}", f'[http]\nlisten = "127.0.0.1:{gateway.port}"\n'))
+        Process.__init__(gateway, python_cmd("sdm.cli.httpd", "--config", str(path), *extra),
+                         path.with_suffix(".log"))
+        return gateway
+
     def get(self, path: str, **kwargs) -> Response:
         return http_request(self.port, path, **kwargs)
 

@@ -30,6 +30,11 @@ def test_gateway_reads_pymodbus_meters_over_http(pymodbus_bus, tmp_path):
         sdm, janitza, dzg = (gw.get(f"/last/{i}").json() for i in (1, 26, 36))
     finally:
         gw.stop()
+    assert_peer_values(sdm, janitza, dzg)
+
+
+def assert_peer_values(sdm, janitza, dzg):
+    """The Readings of the peer's three meters hold exactly the values it serves."""
     assert sdm["Voltage"] == {"L1": 231.5, "L2": 229.25, "L3": 233.75}
     assert sdm["Current"] == {"L1": 1.5, "L2": 2.25, "L3": 3.125}
     assert sdm["Power"] == {"L1": 330.5, "L2": -480.25, "L3": 700.0}
