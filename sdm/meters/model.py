@@ -14,6 +14,11 @@ from ..measurements import CATALOGUE
 
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
+WRITE_MULTIPLE = 0x10
+
+# When a written communication setting takes effect.
+AT_ONCE = "at once"
+AFTER_POWER_CYCLE = "after a power cycle"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,50 @@ class Register:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A communication setting kept in holding registers (read FC 03, written FC 16).
+
+    ``codes`` maps the number the meter stores to what it means ("9600",
+    "E1"); a setting without codes stores the plain number, valid from ``low``
+    to ``high`` (the MODBUS id).  ``writable``: the vendor documents writing
+    it over MODBUS; anything else is changed on the meter's front panel.
+    """
+
+    key: str                                   # the NAME of ``sdm_config set ID NAME=VALUE``
+    label: str
+    address: int
+    encoding: Encoding = F32
+    codes: Tuple[Tuple[int, str], ...] = ()
+    low: int = 0
+    high: int = 0
+    writable: bool = False
+    applies: str = AFTER_POWER_CYCLE
+
+    def meaning(self, code: int) -> Optional[str]:
+        """What a stored number means; None for a number the vendor lists no meaning for."""
+        if not self.codes:
+            return str(code) if self.low <= code <= self.high else None
+        return dict(self.codes).get(code)
+
+    def code_for(self, meaning: str) -> Optional[int]:
+        """The number to store for a meaning ("9600" -> 2); None when the model has no such choice."""
+        if not self.codes:
+            return int(meaning) if meaning.isdigit() and self.low <= int(meaning) <= self.high else None
+        return next((code for code, text in self.codes if text == meaning), None)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A read-only holding register that tells which meter this is (meter code, serial number, firmware)."""
+
+    key: str
+    label: str
+    address: int
+    count: int            # registers
+    kind: str             # "hex": one register shown as 0x...; "uint32": a number; "words": raw registers
+
+
+@dataclass(frozen=True)
 class MeterModel:
     """A meter type as the gateway and the simulator see it."""
 
@@ -50,6 +99,17 @@ class MeterModel:
     # Ranges (fc, start, end) a real meter answers; zeros where it has no value.
     # Only the simulator uses this: the gateway never reads outside its table.
     address_space: Tuple[Tuple[int, int, int], ...] = field(default=())
+    # Communication settings and identity registers (holding registers), as documented.
+    settings: Tuple[Setting, ...] = ()
+    identity: Tuple[Identity, ...] = ()
+    set_mode: bool = False         # writes are accepted only while the meter is in its set mode
+    front_panel: str = ""          # how to change the settings where MODBUS cannot
+
+    def setting(self, key: str) -> Setting:
+        for item in self.settings:
+            if item.key == key:
+                return item
+        raise KeyError(key)
 
     def register(self, name: str) -> Register:
         for reg in self.registers:
