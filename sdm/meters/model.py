@@ -6,10 +6,11 @@ Tables are data: a model file lists (measurement, address) rows and calls
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Tuple
 
-from ..encoding import F32, Encoding
+from ..encoding import F32, Encoding, decode, encode
 from ..measurements import CATALOGUE
 
 READ_HOLDING = 0x03
@@ -59,11 +60,22 @@ class Setting:
     writable: bool = False
     applies: str = AFTER_POWER_CYCLE
 
-    def meaning(self, code: int) -> Optional[str]:
+    def meaning(self, code: Optional[int]) -> Optional[str]:
         """What a stored number means; None for a number the vendor lists no meaning for."""
+        if code is None:
+            return None
         if not self.codes:
             return str(code) if self.low <= code <= self.high else None
         return dict(self.codes).get(code)
+
+    def stored(self, words: Sequence[int]) -> Optional[int]:
+        """The number the registers hold; None for a value that is no whole number."""
+        value = decode(words, self.encoding)
+        return int(value) if math.isfinite(value) and float(value).is_integer() else None
+
+    def words(self, code: int) -> Tuple[int, ...]:
+        """The registers that store ``code``."""
+        return encode(code, self.encoding)
 
     def code_for(self, meaning: str) -> Optional[int]:
         """The number to store for a meaning ("9600" -> 2); None when the model has no such choice."""
