@@ -53,6 +53,21 @@ def comset(number: int) -> Comset:
         raise ValueError(f"comset must be 1-6, not {number}") from None
 
 
+def parse_comsets(text: str) -> List[int]:
+    """``all`` or ``1,2,5``: the -c numbers to try, in the order given; ValueError names the choices."""
+    if text.strip().lower() == "all":
+        return sorted(COMSETS)
+    numbers: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not (part.isascii() and part.isdigit()) or int(part) not in COMSETS:
+            raise ValueError(f"invalid choice: {part!r} (choose 1-6, a list like 1,2,5, or all)")
+        if int(part) not in numbers:
+            numbers.append(int(part))
+    if not numbers:
+        raise ValueError("no comset given (choose 1-6, a list like 1,2,5, or all)")
+    return numbers
+
+
 def silence_time(char_time: float) -> float:
     """MODBUS inter-frame silence: 3.5 characters, at least 1.75 ms above 19200 baud."""
     return max(3.5 * char_time, 0.00175)
