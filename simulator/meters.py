@@ -94,7 +94,9 @@ class VirtualMeter:
         if fc == READ_HOLDING and start == METER_CODE_ADDRESS and count == 1 and self.answer_meter_code:
             return [self.model.meter_code]
         holding = self._holding()
-        if fc == READ_HOLDING and holding and all(a in holding for a in range(start, start + count)):
+        if fc == READ_HOLDING and holding and not any(f == fc for f, _, _ in self.model.address_space):
+            if not all(a in holding for a in range(start, start + count)):
+                raise MeterException(ILLEGAL_DATA_ADDRESS)
             return [holding[a] for a in range(start, start + count)]
         if fc not in {space[0] for space in self.model.address_space}:
             raise MeterException(ILLEGAL_FUNCTION)
