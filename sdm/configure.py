@@ -26,7 +26,7 @@ from .framing import rtu
 from .meters.eastron import METER_CODE_ADDRESS
 from .meters.model import AT_ONCE, READ_HOLDING, Identity, MeterModel, Setting
 from .meters.registry import MODELS, lookup, parse_slave_id
-from .transport import COMSETS, Comset, Line
+from .transport import COMSETS, Comset, Transport, comset_label, comset_number
 
 OK, REFUSED, BAD_INPUT = 0, 1, 2
 
@@ -52,13 +52,7 @@ class Reach:
     comset: Comset
 
     def __str__(self) -> str:
-        return f"id {self.slave} at {self.comset}{comset_flag(self.comset)}"
-
-
-def comset_flag(comset: Comset) -> str:
-    """`` (-c 2)`` for a line setting in the -c table, empty otherwise."""
-    number = next((n for n, c in COMSETS.items() if c == comset), None)
-    return f" (-c {number})" if number is not None else ""
+        return f"id {self.slave} at {comset_label(self.comset)}"
 
 
 @dataclass(frozen=True)
@@ -173,14 +167,14 @@ class Session:
     """One port, reopened at another line setting when a step needs it; every request waits the
     meter's pause first, since Eastron meters want quiet time between requests."""
 
-    def __init__(self, open_line: Callable[[Comset], Line], timeout: float, pause: float = 0.060):
+    def __init__(self, open_line: Callable[[Comset], Transport], timeout: float, pause: float = 0.060):
         self.open_line = open_line
         self.timeout = timeout
         self.pause = pause
         self._comset: Optional[Comset] = None
         self._line = None
 
-    def line(self, comset: Comset) -> Line:
+    def line(self, comset: Comset) -> Transport:
         if self._comset != comset:
             self.close()
             self._line = self.open_line(comset)
@@ -188,7 +182,7 @@ class Session:
         return self._line
 
     def close(self) -> None:
-        if self._line is not None and hasattr(self._line, "close"):
+        if self._line is not None:
             self._line.close()
         self._line, self._comset = None, None
 
@@ -393,7 +387,8 @@ class Configurator:
             if where != goal:
                 self.say(f"Stored, not yet in effect: the new settings take effect after a power cycle. Switch "
                          f"the meter off and on; until then it answers at {where}, afterwards at {goal}.")
-                self.say(f"Then check it: sdm_config -s {self.port}{goal_flag(goal)} show {goal.slave}")
+                self.say(f"Then check it: sdm_config -s {self.port} -c {comset_number(goal.comset)} "
+                         f"show {goal.slave}")
             else:
                 self.say(f"Done: the meter answers at {goal} and holds the new settings.")
             return OK
@@ -406,9 +401,4 @@ class Configurator:
         self.say(f"To reach the meter, try its old settings ({reach}) and its new ones ({goal}), "
                  f"each also after switching it off and on, or scan every line setting: "
                  f"sdm_detect -s {self.port} --comset all")
-
-
-def goal_flag(reach: Reach) -> str:
-    number = next(n for n, c in COMSETS.items() if c == reach.comset)
-    return f" -c {number}"
 

@@ -55,6 +55,10 @@ class LineSetting:
         return (1 + 8 + parity_bits + stop_bits) / self.baud
 
 
+# What a meter without a known line setting (no --baud) reports: sdm's default, -c 2.
+UNKNOWN_LINE_STORED = LineSetting(9600, "N1")
+
+
 class VirtualMeter:
     """``line``: the line setting the meter starts at, None to answer at any baud rate (the
     simulator without --baud) until a new setting is applied; ``set_mode``: an SDM120 whose
@@ -71,7 +75,7 @@ class VirtualMeter:
         self.line = line
         self.set_mode = set_mode
         self.serial = SERIAL_BASE + slave
-        self.stored: Dict[str, int] = self._initial_settings(line or LineSetting(9600, "N1"))
+        self.stored: Dict[str, int] = self._initial_settings(line or UNKNOWN_LINE_STORED)
         self.pending = False          # written settings wait for a power cycle
         self.written_at: Optional[float] = None
 
@@ -152,7 +156,7 @@ class VirtualMeter:
         meaning = {s.key: s.meaning(self.stored[s.key]) for s in self.model.settings}
         self.slave = int(meaning["id"])
         now_line = LineSetting(int(meaning["baud"]), meaning["parity"])
-        if self.line is not None or now_line != LineSetting(9600, "N1"):
+        if self.line is not None or now_line != UNKNOWN_LINE_STORED:
             self.line = now_line
 
     def _image(self, fc: int, start: int, end: int) -> List[int]:

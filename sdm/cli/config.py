@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from ..configure import BAD_INPUT, REFUSED, ConfigError, Configurator, MeterSilent, Reach, Session
+from ..framing import rtu
 from ..meters.registry import parse_slave_id
 from ..transport import Comset, TransportError, comset
 from ..transport.serial import SerialTransport
@@ -79,6 +80,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return tool.set(reach, args.settings, args.type, args.dry_run, lambda prompt: args.yes or ask(prompt))
     except ConfigError as err:
         return fail(str(err))
+    except rtu.ModbusError as err:
+        print(f"sdm_config: the meter at {reach} gave no usable answer ({err}); nothing was written", file=sys.stderr)
+        return REFUSED
     except MeterSilent as err:
         print(f"sdm_config: {err}. Check the id and -c, or find the meter: "
               f"sdm_detect -s {args.serialadapter} --comset all", file=sys.stderr)

@@ -16,7 +16,7 @@ import time
 from typing import List, Optional, TextIO, Tuple
 
 from ..detect import DEFAULT_TURNAROUND, Found, Outcome, Scanner, device_list, parse_ids
-from ..transport import TransportError, comset
+from ..transport import TransportError, comset, comset_label
 from ..transport.serial import SerialTransport
 from .common import add_serial_flags, setup_logging
 
@@ -87,18 +87,14 @@ def run_scan(scanner: Scanner, ids: List[int], verbose: bool, out: TextIO, label
         progress.clear()
 
 
-def setting_label(number: int) -> str:
-    return f"{comset(number)} (-c {number})"
-
-
 def scan_setting(path: str, number: int, ids: List[int], args, label: str) -> List[Found]:
     """Open the port at one line setting, scan, close; ``label`` is set when several settings are scanned."""
     transport = SerialTransport(path, comset(number))
     transport.open()
-    log.info("scanning %d ids (%s) on %s at %s", len(ids), args.ids, path, setting_label(number))
+    log.info("scanning %d ids (%s) on %s at %s", len(ids), args.ids, path, comset_label(comset(number)))
     try:
         return run_scan(Scanner(transport, args.turnaround / 1000), ids, args.verbose, sys.stdout, label,
-                        setting_label(number) if label else "")
+                        comset_label(comset(number)) if label else "")
     finally:
         transport.close()
 
@@ -126,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     found: List[Tuple[int, Found]] = []
     try:
         for index, number in enumerate(args.comset, start=1):
-            label = f"[{index}/{len(args.comset)}] {setting_label(number)}" if several else ""
+            label = f"[{index}/{len(args.comset)}] {comset_label(comset(number))}" if several else ""
             found += [(number, meter) for meter in scan_setting(args.serialadapter, number, ids, args, label)]
     except TransportError as err:
         print(f"sdm_detect: {err}", file=sys.stderr)

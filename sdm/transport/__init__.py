@@ -9,7 +9,7 @@ transparent RTU-over-TCP socket carry the same frames with the same checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Protocol
+from typing import Dict, List, Optional, Protocol
 
 from serial import PARITY_EVEN, PARITY_NONE
 
@@ -51,6 +51,17 @@ def comset(number: int) -> Comset:
         return COMSETS[number]
     except KeyError:
         raise ValueError(f"comset must be 1-6, not {number}") from None
+
+
+def comset_number(settings: Comset) -> Optional[int]:
+    """The -c number of a line setting; None for one outside the table."""
+    return next((number for number, known in COMSETS.items() if known == settings), None)
+
+
+def comset_label(settings: Comset) -> str:
+    """``9600 8N1 (-c 2)``: a line setting as a user reads it, with the flag that selects it."""
+    number = comset_number(settings)
+    return f"{settings} (-c {number})" if number is not None else str(settings)
 
 
 def parse_comsets(text: str) -> List[int]:
