@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
 
 from serial import PARITY_EVEN, PARITY_NONE
 
@@ -63,7 +63,7 @@ class Change:
     code: int
     meaning: str
 
-    def words(self) -> str:
+    def text(self) -> str:
         return describe(self.setting, self.code)
 
 
@@ -259,7 +259,7 @@ class Configurator:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    def model_at(self, reach: Reach, keyword: Optional[str]) -> Tuple[MeterModel, Optional[int]]:
+    def model_at(self, reach: Reach, keyword: Optional[str]) -> MeterModel:
         code = read_meter_code(self.session, reach)
         model = identify(code, keyword)
         if model is None:
@@ -267,10 +267,10 @@ class Configurator:
             shown = "no meter code" if code is None else f"meter code 0x{code:04X}"
             raise ConfigError(f"the device at {reach} answers ({shown}) but its model is not proven: "
                               f"name it with --type ({known})")
-        return model, code
+        return model
 
     def show(self, reach: Reach, keyword: Optional[str] = None) -> int:
-        model, _ = self.model_at(reach, keyword)
+        model = self.model_at(reach, keyword)
         self.say(f"{name_of(model)} at {reach}")
         for item in model.identity:
             self.say(f"  {item.label:<24} {self._identity(reach, item)}")
@@ -296,13 +296,13 @@ class Configurator:
 
     def set(self, reach: Reach, items: Sequence[str], keyword: Optional[str] = None, dry_run: bool = False,
             confirm: Callable[[str], bool] = lambda prompt: False) -> int:
-        model, _ = self.model_at(reach, keyword)
+        model = self.model_at(reach, keyword)
         changes = parse_changes(model, items)
         goal = target(reach, changes)
         current = read_settings(self.session, reach, model)
         pending = [c for c in changes if current.get(c.setting.key) != c.code]
         if not pending:
-            self.say(f"{name_of(model)} at {reach} already holds " + ", ".join(c.words() for c in changes)
+            self.say(f"{name_of(model)} at {reach} already holds " + ", ".join(c.text() for c in changes)
                      + ": nothing to write.")
             return OK
         self._refuse_taken(reach, goal)
@@ -310,7 +310,7 @@ class Configurator:
         if dry_run:
             self.say("Dry run, nothing written. The frames (FC 16, one setting each):")
             for change in pending:
-                self.say(f"  {write_frame(reach.slave, change).hex(' ')}   {change.setting.label} = {change.words()}")
+                self.say(f"  {write_frame(reach.slave, change).hex(' ')}   {change.setting.label} = {change.text()}")
             return OK
         if not confirm(f"Write {len(pending)} setting(s) to the meter at {reach}? [y/N] "):
             self.say("Nothing written.")
@@ -334,7 +334,7 @@ class Configurator:
         self.say(f"{name_of(model)} at {reach}:")
         for change in pending:
             old = describe(change.setting, current.get(change.setting.key))
-            self.say(f"  {change.setting.label}: {old} -> {change.words()} "
+            self.say(f"  {change.setting.label}: {old} -> {change.text()} "
                      f"(holding register 0x{change.setting.address:04X}, takes effect {change.setting.applies})")
         if goal != reach:
             self.say(f"  Afterwards the meter answers at {goal}.")
@@ -381,7 +381,7 @@ class Configurator:
                      + ", ".join(f"{s.label} {describe(s, holds[s.key])}" for s in model.settings) + ".")
             wrong = [c for c in written if holds.get(c.setting.key) != c.code]
             if wrong:
-                self.say("The meter does not hold " + ", ".join(f"{c.setting.label} {c.words()}" for c in wrong) + ".")
+                self.say("The meter does not hold " + ", ".join(f"{c.setting.label} {c.text()}" for c in wrong) + ".")
                 self.whereabouts(reach, goal)
                 return REFUSED
             if where != goal:
