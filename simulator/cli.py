@@ -13,10 +13,11 @@ import time
 from typing import Dict, List, Optional
 
 from sdm.detect import parse_ids
+from sdm.meters.model import MeterModel
 from sdm.meters.registry import parse_device_list
 
 from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse_offline, parse_window
-from .meters import VirtualMeter
+from .meters import LineSetting, VirtualMeter
 from .pacing import paced, pacing_for
 from .physics import Physics
 from .tcp import GatewayServer, SimBus
@@ -63,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
                    help="N: 10 bits per character (8N1), E: 11 (8E1); with --baud (default: %(default)s)")
     p.add_argument("--turnaround-ms", type=float, default=0.0,
                    help="the meters' own delay before answering, with --baud (default: %(default)s)")
+    p.add_argument("--set-mode", action="store_true",
+                   help="SDM120s are in their set mode (button held): they accept settings writes")
+    p.add_argument("--power-cycle-after-write", type=float, default=None, metavar="S",
+                   help="power-cycle a meter S seconds after a settings write (SIGHUP or SIGUSR1 "
+                        "power-cycles every meter at any time)")
     return p
 
 
@@ -72,12 +78,14 @@ def _ids(text: str) -> List[int]:
 
 
 def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
-                 energy_drop: Optional[float] = None) -> Dict[int, VirtualMeter]:
+                 energy_drop: Optional[float] = None, line: Optional[LineSetting] = None,
+                 set_mode: bool = False) -> Dict[int, VirtualMeter]:
     meters = {}
     for _, model, slave in parse_device_list(device_list):
         physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave,
                           energy_drop_at=energy_drop)
-        meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code)
+        meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code,
+                                     line=line if offers(model, line) else None, set_mode=set_mode)
     return meters
 
 
@@ -115,6 +123,15 @@ def write_port_file(path: Optional[str], servers: List[GatewayServer]) -> None:
     os.replace(tmp, path)
 
 
+def offers(model: MeterModel, line: Optional[LineSetting]) -> bool:
+    """Whether the model can be set to ``line`` (a model without settings, or without that baud
+    rate, answers at any rate, as every meter did before settings were modelled)."""
+    if line is None or not model.settings:
+        return False
+    return (model.setting("baud").code_for(str(line.baud)) is not None
+            and model.setting("parity").code_for(line.parity) is not None)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -127,7 +144,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         pacing = pacing_for(args.baud, args.parity, args.turnaround_ms / 1000.0)
         no_code = _ids(args.no_meter_code)
         garbage = _ids(args.garbage_id)
-        meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop)
+        if args.power_cycle_after_write is not None and args.power_cycle_after_write < 0:
+            raise ValueError("--power-cycle-after-write must not be negative")
+        line_setting = LineSetting(args.baud, args.parity + "1") if args.baud else None
+        meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop, line_setting, args.set_mode)
         clash = set(garbage) & set(meters)
         if clash:
             raise ValueError(f"--garbage-id {min(clash)} is also a meter of -d")
@@ -147,15 +167,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"sdm_simulator: {err}", file=sys.stderr)
         return 2
     stopped = threading.Event()
-    loop = bus.slave_loop(line) if line is not None else None
+    loop = bus.slave_loop(line, args.power_cycle_after_write) if line is not None else None
 
     def stop(*_):
         stopped.set()
         if loop is not None:
             loop.running = False
 
+    def power_cycle(*_):
+        if loop is not None:
+            loop.power_cycle_requested = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, power_cycle)
+    signal.signal(signal.SIGUSR1, power_cycle)
     described = ", ".join(f"{m.model.model}:{slave}" for slave, m in sorted(meters.items()))
     pace = f" at {args.baud} 8{args.parity}1" if args.baud else ""
     places = [f"{args.link} -> {line.slave_path}"] if line is not None else []

@@ -259,6 +259,9 @@ class PluggableLine:
         if self.spare is None:
             self.line.write(data)
 
+    def baud(self) -> Optional[int]:
+        return self.line.baud()
+
     def close(self) -> None:
         self.line.close()
         if self.spare is not None:

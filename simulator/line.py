@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import tty
 from typing import Optional
+
+# termios speed constants -> baud rate
+BAUD_RATES = {getattr(termios, f"B{rate}"): rate for rate in (1200, 2400, 4800, 9600, 19200, 38400)}
 
 
 class PtyLine:
@@ -44,6 +48,13 @@ class PtyLine:
 
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
+
+    def baud(self) -> Optional[int]:
+        """The baud rate the gateway's end is set to (a pty keeps it, though it moves bytes at any rate)."""
+        try:
+            return BAUD_RATES.get(termios.tcgetattr(self.slave)[5])
+        except termios.error:
+            return None
 
     def close(self) -> None:
         for fd in (self.master, self.slave):

@@ -184,8 +184,8 @@ class SimBus:
     pacing: Optional[Pacing] = None
     latency: float = 0.0
 
-    def slave_loop(self, line) -> SlaveLoop:
-        return SlaveLoop(line, self.meters, self.garbage, self.seed, self.disturb, self.lock)
+    def slave_loop(self, line, power_cycle_after: Optional[float] = None) -> SlaveLoop:
+        return SlaveLoop(line, self.meters, self.garbage, self.seed, self.disturb, self.lock, power_cycle_after)
 
     def fresh_pacing(self) -> Optional[Pacing]:
         """A line model of its own for one connection (its wire time is its own)."""

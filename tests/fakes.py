@@ -40,9 +40,11 @@ class MeterLine:
     kind = "serial"
 
     def __init__(self, meters: Dict[int, VirtualMeter],
-                 mangle: Optional[Callable[[bytes, Optional[bytes]], Optional[bytes]]] = None):
+                 mangle: Optional[Callable[[bytes, Optional[bytes]], Optional[bytes]]] = None,
+                 baud: Optional[int] = None):
         self.meters = meters
         self.mangle = mangle
+        self.baud = baud      # the rate requests are sent at: a meter set to another one does not hear them
         self.pending = b""
         self.is_open = False
         self.requests = []
@@ -58,7 +60,7 @@ class MeterLine:
 
     def write(self, data: bytes):
         self.requests.append(bytes(data))
-        reply = answer(self.meters, bytes(data))
+        reply = answer(self.meters, bytes(data), self.baud)
         if self.mangle:
             reply = self.mangle(bytes(data), reply)
         self.pending = reply or b""

@@ -15,14 +15,19 @@ silence after it make the exchange ``malformed``.
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
 
 from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
 
 from ..transport import Line, LineCost, Transport, silence_time
 
+T = TypeVar("T")
+
 REQUEST_BYTES = 8          # slave, fc, address (2), count (2), CRC (2)
+WRITE_REPLY_BYTES = 8      # FC 16 echo: slave, fc, address (2), count (2), CRC (2)
+WRITE_MULTIPLE = 0x10
+MAX_WRITE_REGISTERS = 123  # MODBUS limit for FC 16
 REPLY_OVERHEAD = 5         # slave, fc, byte count, CRC (2)
 EXCEPTION_BYTES = 5        # slave, fc | 0x80, code, CRC (2)
 MAX_READ_REGISTERS = 125   # MODBUS limit for FC 03 / 04
@@ -85,6 +90,13 @@ def build_request(slave: int, fc: int, start: int, count: int) -> bytes:
     raise ValueError(f"function code {fc} is not a register read")
 
 
+def build_write(slave: int, start: int, values: List[int]) -> bytes:
+    """The FC 16 (write multiple registers) request ADU; ``values`` are 16-bit words."""
+    if not 1 <= len(values) <= MAX_WRITE_REGISTERS or not all(0 <= v <= 0xFFFF for v in values):
+        raise ValueError("FC 16 writes 1-123 words of 16 bits")
+    return umodbus_rtu.write_multiple_registers(slave, start, list(values))
+
+
 def reply_bytes(count: int) -> int:
     return REPLY_OVERHEAD + 2 * count
 
@@ -100,13 +112,10 @@ def check_alone(line: Line) -> None:
         raise MalformedReply("more bytes right after the reply (a late answer or a collision)")
 
 
-def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[float] = None) -> List[int]:
-    """Read and check the reply to ``request``; the registers, or a ModbusError.
-
-    With ``first_by`` the reply must begin by then (a scan's short wait).
-    """
+def read_head(line: Line, request: bytes, deadline: float, first_by: Optional[float] = None) -> bytes:
+    """The first three bytes of the reply to ``request``, its slave and function code checked;
+    an exception reply is read whole and raised as :class:`ExceptionReply`."""
     slave, fc = request[0], request[1]
-    count = int.from_bytes(request[4:6], "big")
     head = line.read(3, deadline) if first_by is None else line.read(1, first_by)
     if not head:
         raise NoReply("no reply")
@@ -126,6 +135,16 @@ def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[f
         raise ExceptionReply(frame[2])
     if head[1] != fc:
         raise MalformedReply(f"reply with function code {head[1]}")
+    return head
+
+
+def read_reply(line: Line, request: bytes, deadline: float, first_by: Optional[float] = None) -> List[int]:
+    """Read and check the reply to ``request``; the registers, or a ModbusError.
+
+    With ``first_by`` the reply must begin by then (a scan's short wait).
+    """
+    count = int.from_bytes(request[4:6], "big")
+    head = read_head(line, request, deadline, first_by)
     if head[2] != 2 * count:
         raise MalformedReply(f"reply with byte count {head[2]}, expected {2 * count}")
     frame = head + line.read(2 * count + 2, deadline)
@@ -149,16 +168,44 @@ def exchange(line: Line, slave: int, fc: int, start: int, count: int, timeout: f
     taken for the next reply.
     """
     request = build_request(slave, fc, start, count)
+    return _transact(line, request, reply_bytes(count), timeout,
+                     lambda deadline, first_by: read_reply(line, request, deadline, first_by), prompt)
+
+
+def _transact(line: Line, request: bytes, reply_size: int, timeout: float,
+              read: Callable[[float, Optional[float]], T], prompt: bool = False) -> T:
+    """Send ``request`` and ``read`` its reply by one deadline; let the line settle after a failure."""
     line.clear_input()
     line.write(request)
     sent = time.monotonic() + line.char_time * len(request)
-    deadline = sent + line.char_time * reply_bytes(count) + timeout
+    deadline = sent + line.char_time * reply_size + timeout
     first_by = sent + timeout + line.char_time if prompt else None
     try:
-        return read_reply(line, request, deadline, first_by)
+        return read(deadline, first_by)
     except ModbusError:
         line.settle(quiet=max(8 * line.char_time, 0.005), limit=timeout)
         raise
+
+
+def read_echo(line: Line, request: bytes, deadline: float) -> None:
+    """Read and check the reply to an FC 16 request: it must echo slave, function code,
+    start address and register count exactly, with a good CRC."""
+    head = read_head(line, request, deadline)
+    frame = head + line.read(WRITE_REPLY_BYTES - 3, deadline)
+    if len(frame) < WRITE_REPLY_BYTES:
+        raise ShortReply(f"write reply cut short after {len(frame)} of {WRITE_REPLY_BYTES} bytes")
+    check_alone(line)
+    if not crc_ok(frame):
+        raise CRCError("bad CRC on write reply")
+    if frame[2:6] != request[2:6]:
+        raise MalformedReply(f"write reply echoes address/count {frame[2:6].hex()}, "
+                             f"expected {request[2:6].hex()}")
+
+
+def write_exchange(line: Line, slave: int, start: int, values: List[int], timeout: float) -> None:
+    """One FC 16 write and its checked echo, under one deadline (as :func:`exchange`)."""
+    request = build_write(slave, start, values)
+    _transact(line, request, WRITE_REPLY_BYTES, timeout, lambda deadline, _: read_echo(line, request, deadline))
 
 
 class RtuLink:

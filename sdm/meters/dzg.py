@@ -32,6 +32,9 @@ DZG = check_model(MeterModel(
     pause=0.020,        # not documented: a short, safe quiet time
     probe="VolLocPhsA",
     address_space=((READ_HOLDING, 0x0000, 0x0014),) + _ENERGY_SPACE,
+    # The id comes from the serial number (meters.md 3) and no source documents line settings
+    # as MODBUS registers: nothing is read or written over MODBUS.
+    front_panel="the meter itself (its id follows from its serial number; see the DZG manual)",
 ))
 
 MODELS = (DZG,)

@@ -3,7 +3,7 @@
 All values: FC 04 input registers, float32 high word first (meters.md 1.1).
 """
 
-from .model import READ_INPUT, MeterModel, check_model, registers
+from .model import READ_INPUT, Identity, MeterModel, Setting, check_model, registers
 
 # Real Eastron meters answer any input register in this range, with 0 where
 # a model has no value (meters.md 7, item 9); used by the simulator only.
@@ -60,7 +60,59 @@ SDM530_ROWS = SDM630_ROWS[0:9] + SDM630_ROWS[15:18] + [
 ]
 
 
-def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_code=None) -> MeterModel:
+# --- Communication settings and identity (holding registers, float32, FC 03 / FC 16) ---
+#
+# Sources.  [P120] Eastron SDM120 Modbus protocol (v2.4/v2.5, "SDM120M"), [P230] Eastron SDM230
+# Modbus protocol v1.1-v1.4, [P630] Eastron SDM630 Modbus protocol v1.8 / v2.0: the vendor tables,
+# read here through their transcriptions in nmakel/sdm_modbus (src/sdm_modbus/sdm.py, which ships
+# the PDFs in documents/) and, for the SDM120, gianfrdp/SDM120C (sdm120c.c).  [P72] the SDM72D-M
+# protocol / manual text (B+G e-tech V1.5, SPC v1.1), the one vendor text read verbatim: parity
+# codes, id range, "Function code 10 is used to write", "write only one parameter per message".
+# Every Eastron document lists each parameter as one float32 in two registers, high word first.
+
+# 0x0012 network parity and stop bits [P72, P120, P230, P630]: 0 = no parity, 1 stop bit (default);
+# 1 = even, 1 stop; 2 = odd, 1 stop; 3 = no parity, 2 stop bits.
+PARITY_CODES = ((0, "N1"), (1, "E1"), (2, "O1"), (3, "N2"))
+PARITY_ADDRESS = 0x0012
+# 0x0014 network node (the MODBUS id), 1-247, default 1 [P72, P120, P230, P630].
+ID_ADDRESS = 0x0014
+# 0x001C network baud rate code.  SDM120 and SDM230: 0 = 2400, 1 = 4800, 2 = 9600, 5 = 1200
+# [P120, P230; gianfrdp's BR1200..BR9600].  SDM630: 0-4 = 2400, 4800, 9600, 19200, 38400 [P630].
+# The older SDM120 document lists rates up to 38400; the v2.5 one only up to 9600: the newer,
+# narrower list is used (a code the meter rejects would leave it unchanged, a code it takes
+# but we mis-decode would lose it).
+BAUD_ADDRESS = 0x001C
+BAUD_CODES_SINGLE_PHASE = ((5, "1200"), (0, "2400"), (1, "4800"), (2, "9600"))
+BAUD_CODES_SDM630 = ((0, "2400"), (1, "4800"), (2, "9600"), (3, "19200"), (4, "38400"))
+
+# When a change takes effect: the sources do not agree.  gianfrdp's sdm120c first restarted the
+# meter after writing the id or the baud rate and later stopped doing so; peninquen's configSDM120
+# says some parameters need the meter restarted; the Eastron tables carry no clear word per model.
+# The safe reading for a user is "after a power cycle": nothing is claimed before it, and the
+# verification reads at the old settings first and tries the new ones when the old stay silent.
+
+
+def _comms(baud_codes, writable: bool):
+    return (
+        Setting("id", "MODBUS id", ID_ADDRESS, low=1, high=247, writable=writable),
+        Setting("baud", "baud rate", BAUD_ADDRESS, codes=baud_codes, writable=writable),
+        Setting("parity", "parity and stop bits", PARITY_ADDRESS, codes=PARITY_CODES, writable=writable),
+    )
+
+
+# Identity: 0xFC02 meter code (one register) [P120 v2.4/v2.5, meters.md 7 items 3-4];
+# 0xFC00 serial number, uint32 [P120, P230, P630 via nmakel]; 0xFC03 software version, two
+# registers [P120 via nmakel; its encoding is not documented clearly, so it is shown raw].
+CODE_ID = Identity("meter_code", "meter code", METER_CODE_ADDRESS, 1, "hex")
+SERIAL_ID = Identity("serial", "serial number", 0xFC00, 2, "uint32")
+FIRMWARE_ID = Identity("firmware", "firmware (raw registers)", 0xFC03, 2, "words")
+
+EASTRON_PANEL = ("the meter's set-up menu (see its manual); models without buttons for it can only "
+                 "be changed over MODBUS")
+
+
+def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_code=None,
+             settings=(), identity=(), set_mode: bool = False) -> MeterModel:
     return check_model(MeterModel(
         key=key,
         manufacturer="Eastron",
@@ -72,16 +124,29 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_
         phases=phases,
         meter_code=meter_code,
         address_space=EASTRON_SPACE,
+        settings=settings,
+        identity=identity,
+        set_mode=set_mode,
+        front_panel=EASTRON_PANEL,
     ))
 
 
 # Limits: meters.md 0.3 and 7 item 7 (SDM630, SDM120: 80; SDM230: use 60).
 # SDM220 and SDM530 have no documented limit: 40, the conservative choice.
 # Meter codes: meters.md 7 item 4 (none documented for SDM220, SDM230, SDM530).
-SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, meter_code=0x0070)
+# Settings: SDM630, SDM230 and SDM120 document them as r/w holding registers.  The SDM120
+# takes the writes only in its set mode (its button held about 3 s: peninquen's configSDM120,
+# the reaper7/SDM_Energy_Meter#36 report).  No vendor document for the SDM220 was available:
+# gianfrdp's tool reads and writes it like the SDM120, so the registers are read, never written.
+# The SDM530 has no document here at all: no settings.
+SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, meter_code=0x0070,
+                  settings=_comms(BAUD_CODES_SDM630, True), identity=(CODE_ID, SERIAL_ID))
 SDM530 = _eastron("sdm530", "SDM530", SDM530_ROWS, 40, 3)
-SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1)
-SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1)
-SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, meter_code=0x0020)
+SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1,
+                  settings=_comms(BAUD_CODES_SINGLE_PHASE, True), identity=(SERIAL_ID,))
+SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1, settings=_comms(BAUD_CODES_SINGLE_PHASE, False))
+SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, meter_code=0x0020,
+                  settings=_comms(BAUD_CODES_SINGLE_PHASE, True),
+                  identity=(CODE_ID, SERIAL_ID, FIRMWARE_ID), set_mode=True)
 
 MODELS = (SDM120, SDM220, SDM230, SDM530, SDM630)

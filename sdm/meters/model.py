@@ -6,14 +6,20 @@ Tables are data: a model file lists (measurement, address) rows and calls
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Tuple
 
-from ..encoding import F32, Encoding
+from ..encoding import F32, Encoding, decode, encode
 from ..measurements import CATALOGUE
 
 READ_HOLDING = 0x03
 READ_INPUT = 0x04
+WRITE_MULTIPLE = 0x10
+
+# When a written communication setting takes effect.
+AT_ONCE = "at once"
+AFTER_POWER_CYCLE = "after a power cycle"
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,61 @@ class Register:
 
 
 @dataclass(frozen=True)
+class Setting:
+    """A communication setting kept in holding registers (read FC 03, written FC 16).
+
+    ``codes`` maps the number the meter stores to what it means ("9600",
+    "E1"); a setting without codes stores the plain number, valid from ``low``
+    to ``high`` (the MODBUS id).  ``writable``: the vendor documents writing
+    it over MODBUS; anything else is changed on the meter's front panel.
+    """
+
+    key: str                                   # the NAME of ``sdm_config set ID NAME=VALUE``
+    label: str
+    address: int
+    encoding: Encoding = F32
+    codes: Tuple[Tuple[int, str], ...] = ()
+    low: int = 0
+    high: int = 0
+    writable: bool = False
+    applies: str = AFTER_POWER_CYCLE
+
+    def meaning(self, code: Optional[int]) -> Optional[str]:
+        """What a stored number means; None for a number the vendor lists no meaning for."""
+        if code is None:
+            return None
+        if not self.codes:
+            return str(code) if self.low <= code <= self.high else None
+        return dict(self.codes).get(code)
+
+    def stored(self, words: Sequence[int]) -> Optional[int]:
+        """The number the registers hold; None for a value that is no whole number."""
+        value = decode(words, self.encoding)
+        return int(value) if math.isfinite(value) and float(value).is_integer() else None
+
+    def words(self, code: int) -> Tuple[int, ...]:
+        """The registers that store ``code``."""
+        return encode(code, self.encoding)
+
+    def code_for(self, meaning: str) -> Optional[int]:
+        """The number to store for a meaning ("9600" -> 2); None when the model has no such choice."""
+        if not self.codes:
+            return int(meaning) if meaning.isdigit() and self.low <= int(meaning) <= self.high else None
+        return next((code for code, text in self.codes if text == meaning), None)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A read-only holding register that tells which meter this is (meter code, serial number, firmware)."""
+
+    key: str
+    label: str
+    address: int
+    count: int            # registers
+    kind: str             # "hex": one register shown as 0x...; "uint32": a number; "words": raw registers
+
+
+@dataclass(frozen=True)
 class MeterModel:
     """A meter type as the gateway and the simulator see it."""
 
@@ -50,6 +111,17 @@ class MeterModel:
     # Ranges (fc, start, end) a real meter answers; zeros where it has no value.
     # Only the simulator uses this: the gateway never reads outside its table.
     address_space: Tuple[Tuple[int, int, int], ...] = field(default=())
+    # Communication settings and identity registers (holding registers), as documented.
+    settings: Tuple[Setting, ...] = ()
+    identity: Tuple[Identity, ...] = ()
+    set_mode: bool = False         # writes are accepted only while the meter is in its set mode
+    front_panel: str = ""          # how to change the settings where MODBUS cannot
+
+    def setting(self, key: str) -> Setting:
+        for item in self.settings:
+            if item.key == key:
+                return item
+        raise KeyError(key)
 
     def register(self, name: str) -> Register:
         for reg in self.registers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Protocol
+from typing import Dict, List, Optional, Protocol
 
 from serial import PARITY_EVEN, PARITY_NONE
 
@@ -52,6 +52,32 @@ def comset(number: int) -> Comset:
         return COMSETS[number]
     except KeyError:
         raise ValueError(f"comset must be 1-6, not {number}") from None
+
+
+def comset_number(settings: Comset) -> Optional[int]:
+    """The -c number of a line setting; None for one outside the table."""
+    return next((number for number, known in COMSETS.items() if known == settings), None)
+
+
+def comset_label(settings: Comset) -> str:
+    """``9600 8N1 (-c 2)``: a line setting as a user reads it, with the flag that selects it."""
+    number = comset_number(settings)
+    return f"{settings} (-c {number})" if number is not None else str(settings)
+
+
+def parse_comsets(text: str) -> List[int]:
+    """``all`` or ``1,2,5``: the -c numbers to try, in the order given; ValueError names the choices."""
+    if text.strip().lower() == "all":
+        return sorted(COMSETS)
+    numbers: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not (part.isascii() and part.isdigit()) or int(part) not in COMSETS:
+            raise ValueError(f"invalid choice: {part!r} (choose 1-6, a list like 1,2,5, or all)")
+        if int(part) not in numbers:
+            numbers.append(int(part))
+    if not numbers:
+        raise ValueError("no comset given (choose 1-6, a list like 1,2,5, or all)")
+    return numbers
 
 
 def silence_time(char_time: float) -> float:
