@@ -60,7 +60,8 @@ SDM530_ROWS = SDM630_ROWS[0:9] + SDM630_ROWS[15:18] + [
 ]
 
 
-def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_code=None) -> MeterModel:
+def _eastron(key: str, model: str, rows, max_registers: int, phases: int, max_current: float,
+             meter_code=None) -> MeterModel:
     return check_model(MeterModel(
         key=key,
         manufacturer="Eastron",
@@ -70,6 +71,8 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_
         pause=EASTRON_PAUSE,
         probe="VolLocPhsA",
         phases=phases,
+        max_current=max_current,
+        nominal_voltage=230.0,
         meter_code=meter_code,
         address_space=EASTRON_SPACE,
     ))
@@ -78,10 +81,16 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_
 # Limits: meters.md 0.3 and 7 item 7 (SDM630, SDM120: 80; SDM230: use 60).
 # SDM220 and SDM530 have no documented limit: 40, the conservative choice.
 # Meter codes: meters.md 7 item 4 (none documented for SDM220, SDM230, SDM530).
-SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, meter_code=0x0070)
-SDM530 = _eastron("sdm530", "SDM530", SDM530_ROWS, 40, 3)
-SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1)
-SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1)
-SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, meter_code=0x0020)
+# Ratings (Imax per phase, nominal 230 V L-N): SDM630-Modbus V2 user manual v1.5, "100A direct
+# connection"; SDM530-MT user manual v1.5, 100 A direct; SDM230 series manual, Ib 10 A / Imax 100 A;
+# SDM120-Modbus data sheet, Ib 5 A / Imax 45 A.  SDM220: no data sheet at hand; the SDM220-Modbus is
+# sold as 10(100) A, so 100 A, the generous figure.  The CT-operated variants (SDM630MCT, SDM120CT,
+# SDM530CT) answer with the same map but report primary currents behind any CT ratio: those need the
+# per-meter override of sdm.sanity (their rating here would be far too low).
+SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, 100.0, meter_code=0x0070)
+SDM530 = _eastron("sdm530", "SDM530", SDM530_ROWS, 40, 3, 100.0)
+SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1, 100.0)
+SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1, 100.0)
+SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, 45.0, meter_code=0x0020)
 
 MODELS = (SDM120, SDM220, SDM230, SDM530, SDM630)
