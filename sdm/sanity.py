@@ -199,6 +199,17 @@ class CounterEvent:
                 f"{self.previous} -> {self.published} {unit}")
 
 
+@dataclass(frozen=True)
+class _RiseLimit:
+    """How fast one counter can rise: kWh per hour at most, plus room for the register's step."""
+
+    kw: float
+    slack: float
+
+    def allows(self, before: float, before_at: float, after: float, now: float) -> bool:
+        return after - before <= self.kw * max(0.0, now - before_at) / 3600.0 + self.slack
+
+
 @dataclass
 class _Run:
     """Consecutive readings that agree with each other but not with the accepted value."""
@@ -276,25 +287,30 @@ class CounterGuard:
             # A counter that has never moved from 0 (an export counter where nothing is exported)
             # is not a glitch: null, but not counted every reading.
             return None if raw == 0 and track.accepted is None else INVALID
+        limit = _RiseLimit(rate_kw / model.phases if _per_phase(name) else rate_kw,
+                           self._slack(model, name, raw if track.accepted is None else track.accepted))
         if track.accepted is None:
-            return self._confirm(track, raw, now, None)
-        slack = self._slack(model, name, track.accepted)
-        if track.accepted - slack <= raw < track.accepted:
+            return self._confirm(track, raw, now, None, limit)
+        if track.accepted - limit.slack <= raw < track.accepted:
             track.run = None
             return None           # the same value within the register's resolution: no step down
         if raw < track.accepted:
-            return self._confirm(track, raw, now, DROP)
-        hours = max(0.0, now - track.accepted_at) / 3600.0
-        per_phase = 1.0 / model.phases if _per_phase(name) else 1.0
-        if raw - track.accepted > rate_kw * per_phase * hours + slack:
-            return self._confirm(track, raw, now, JUMP)
+            return self._confirm(track, raw, now, DROP, limit)
+        if not limit.allows(track.accepted, track.accepted_at, raw, now):
+            return self._confirm(track, raw, now, JUMP, limit)
         self._accept(track, raw, now)
         return None
 
-    def _confirm(self, track: _Track, raw: float, now: float, kind: Optional[str]) -> Optional[str]:
-        """Hold ``raw`` back until N consecutive, non-decreasing readings span T seconds."""
+    def _confirm(self, track: _Track, raw: float, now: float, kind: Optional[str],
+                 limit: _RiseLimit) -> Optional[str]:
+        """Hold ``raw`` back until N consecutive readings that continue each other span T seconds.
+
+        Each reading of the run must be no lower than the one before (within the slack) and no
+        higher than the meter could have counted since it.
+        """
         run = track.run
-        if run is not None and run.kind == kind and raw >= run.last - self.policy.slack_kwh:
+        if (run is not None and run.kind == kind and raw >= run.last - limit.slack
+                and limit.allows(run.last, run.last_at, raw, now)):
             run.count += 1
             run.last, run.last_at = raw, now
         else:
