@@ -53,12 +53,12 @@ def _home_from_passwd() -> str:
 def state_dir(given: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> Path:
     """The state directory, created (private to the user) if it does not exist yet."""
     path = resolve_state_dir(given, environ)
+    if path.exists() and not path.is_dir():
+        raise StateError(f"state directory {path} is not a directory")
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as err:
         raise StateError(f"cannot create state directory {path}: {err.strerror or err}") from None
-    if not path.is_dir():
-        raise StateError(f"state directory {path} is not a directory")
     return path
 
 
