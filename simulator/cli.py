@@ -53,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--energy-reset", type=float, default=None, metavar="S",
                    help="S seconds after start, every energy counter restarts from 0 and counts on (a real reset)")
     p.add_argument("--energy-wrap", type=float, default=None, metavar="S",
-                   help="S seconds after start, counters in wrapping registers (DZG) are put just below their "
-                        "register limit, so they roll over to 0 within seconds")
+                   help="counters in wrapping registers (DZG's uint32) start just below their register "
+                        "limit, so that they roll over to 0 about S seconds after start")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     p.add_argument("--baud", type=int, default=None,
                    help="answer at this line rate, as a real RS485 line would (default: at once)")
