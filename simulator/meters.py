@@ -48,7 +48,7 @@ class VirtualMeter:
 
     def _image(self, fc: int, start: int, end: int) -> List[int]:
         wanted = [reg for reg in self.model.registers if reg.fc == fc and reg.end > start and reg.address < end]
-        values = self.physics.sample(reg.name for reg in wanted)
+        values = self.physics.serve(reg.name for reg in wanted)
         words = [0] * (end - start)
         served: Dict[str, float] = {}
         for reg in wanted:

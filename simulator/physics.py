@@ -82,26 +82,25 @@ class Physics:
             self._offsets = self._wrap_offsets(glitches.wrap)
             self._in_registers(self.values)    # the first values were computed without the offsets
 
-    def sample(self, names: Optional[Iterable[str]] = None) -> Dict[str, float]:
-        """Advance to now and return every measurement (names of the catalogue).
-
-        ``names`` are the measurements the caller is about to serve (all when None): a pending
-        one-reading glitch (spike, zero) shows on those and is then used up.
-        """
+    def sample(self) -> Dict[str, float]:
+        """Advance to now and return every true measurement (names of the catalogue)."""
         now = self.clock()
         if now > self.last:
             self._integrate(now - self.last)
             self._glitch(now - self.started)
             self.last = now
             self._compute(now)
-        return self._with_one_shot(names)
+        return self.values
 
-    def _with_one_shot(self, names: Optional[Iterable[str]]) -> Dict[str, float]:
-        wanted = self._one_shot.keys() if names is None else self._one_shot.keys() & set(names)
+    def serve(self, names: Iterable[str]) -> Dict[str, float]:
+        """What the meter answers when ``names`` are read: :meth:`sample`, with a pending
+        one-reading glitch (spike, zero) shown on those names and then used up."""
+        values = self.sample()
+        wanted = self._one_shot.keys() & set(names)
         if not wanted:
-            return self.values
-        values = dict(self.values)
-        for name in list(wanted):
+            return values
+        values = dict(values)
+        for name in wanted:
             values[name] *= self._one_shot.pop(name)
         return values
 
