@@ -408,6 +408,41 @@ class CounterGuard:
         return warnings
 
 
+BOUNDS = "bounds"       # the /status count of values refused by their physical bounds
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One reading after the checks: what to publish, what was refused (raw), what to tell."""
+
+    values: Dict[str, Optional[float]]
+    refused: Dict[str, float]
+    events: List[CounterEvent]
+
+
+class Sanity:
+    """The hub's one call per reading: physical bounds, then the counter guard; counts for /status."""
+
+    def __init__(self, guard: Optional[CounterGuard] = None):
+        self.guard = guard or CounterGuard()
+        self._refused: Counter = Counter()
+
+    def check(self, meter_key: str, model: MeterModel, values: Mapping[str, Optional[float]],
+              timestamp: float) -> Checked:
+        screened = screen(model, values, self.guard.rating(meter_key, model))
+        published, events = self.guard.apply(meter_key, model, screened.values, timestamp)
+        self._refused[meter_key] += len(screened.refused)
+        return Checked(published, screened.refused, events)
+
+    def counts(self, meter_key: str) -> Dict[str, int]:
+        """Per meter: values refused by bounds, counter readings held back by kind, resets, steps."""
+        return {BOUNDS: self._refused[meter_key], **self.guard.counts(meter_key)}
+
+    def forget(self, meter_key: str) -> None:
+        self._refused.pop(meter_key, None)
+        self.guard.forget(meter_key)
+
+
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

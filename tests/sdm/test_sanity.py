@@ -26,6 +26,7 @@ from sdm.sanity import (
     CounterGuard,
     CounterPolicy,
     Rating,
+    Sanity,
     bounded,
     bounds,
     rating_of,
@@ -428,3 +429,31 @@ def test_an_isolated_glitch_never_reaches_an_output(steps):
             true_values.add(count)
         out, _ = guard.apply("m", SDM120, {"TotkWhImport": raw}, now)
         assert out["TotkWhImport"] is None or out["TotkWhImport"] in true_values
+
+
+# -- the hub's one call -----------------------------------------------------------------------------
+
+
+def test_one_check_per_reading_applies_bounds_then_the_guard_and_counts_both():
+    sanity = Sanity(CounterGuard(CounterPolicy(confirm_readings=2, confirm_seconds=1.0)))
+    now = 1e9
+    for i in range(3):
+        now += 1
+        checked = sanity.check("I1", SDM630, {"TotkWhImport": 10.0 + i * 0.001, "Freq": 50.0}, now)
+    assert checked.values == {"TotkWhImport": 10.002, "Freq": 50.0} and checked.events == []
+    checked = sanity.check("I1", SDM630, {"TotkWhImport": 0.0, "Freq": FLOAT32_TINIEST,
+                                          "AngLocPhsA": -FLOAT32_LOWEST}, now + 1)
+    assert checked.values == {"TotkWhImport": 10.002, "Freq": None, "AngLocPhsA": None}
+    assert checked.refused == {"Freq": FLOAT32_TINIEST, "AngLocPhsA": -FLOAT32_LOWEST}
+    assert [e.kind for e in checked.events] == [INVALID]
+    assert sanity.counts("I1") == {"bounds": 2, "drop": 0, "jump": 0, "invalid": 1, "reset": 0, "step": 0}
+    assert sanity.counts("I2")["bounds"] == 0
+    sanity.forget("I1")
+    assert sanity.counts("I1") == {"bounds": 0, **{kind: 0 for kind in KINDS}}
+
+
+def test_a_meters_rating_override_reaches_the_bounds_too():
+    ct = Rating(phases=3, nominal_voltage=230.0, max_current=2000.0)
+    sanity = Sanity(CounterGuard(ratings={"big": ct}))
+    assert sanity.check("big", SDM630, {"AmpLocPhsA": 1500.0}, 1e9).values == {"AmpLocPhsA": 1500.0}
+    assert sanity.check("small", SDM630, {"AmpLocPhsA": 1500.0}, 1e9).values == {"AmpLocPhsA": None}
