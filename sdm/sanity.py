@@ -1,6 +1,7 @@
 """What a reading may publish: physical bounds of every value, and the rules of energy counters.
 
-Every output shows one filtered truth, decided here (the hub calls it once per reading):
+Every output shows one filtered truth, decided here; the hub calls :meth:`Sanity.check` once per
+reading and publishes what it returns:
 
 * :func:`bounded` / :func:`screen`: a value outside the physics of its kind (a power factor of
   3.4e38, a frequency of 1.4e-45, a current far beyond the meter's rating) is null.
