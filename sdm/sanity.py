@@ -194,8 +194,8 @@ class CounterEvent:
         """One log line (the hub adds the bus): what was read, what was done."""
         unit = CATALOGUE[self.name].unit
         if self.held:
-            return (f"meter {self.meter}: {self.name} read {self.raw} {unit} held back ({self.kind}); "
-                    f"publishing {self.published}")
+            raw = "no value" if self.raw is None else f"{self.raw} {unit}"
+            return f"meter {self.meter}: {self.name} read {raw}, held back ({self.kind}); publishing {self.published}"
         return (f"meter {self.meter}: {self.name} {self.kind} accepted after confirmation: "
                 f"{self.previous} -> {self.published} {unit}")
 

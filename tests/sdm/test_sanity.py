@@ -199,6 +199,7 @@ def test_no_glitch_of_any_kind_reaches_an_output_for_any_counter_of_any_model(gl
     values = {name: value + 0.002 for name, value in values.items()}
     assert feed.read(values) == values
     assert feed.kinds() == [kind] * (3 * len(names))
+    assert all(e.held and e.name in e.message() and "held back" in e.message() for e in feed.events)
     assert feed.guard.counts("Instrument1")[kind] == 3 * len(names)
 
 
