@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 FLOAT32 = "float32"
 UINT32 = "uint32"
@@ -27,7 +27,30 @@ class Encoding:
     width: int = 2  # registers; every encoding of the seed meters is 32 bits
 
 
+    @property
+    def wraps_at(self) -> Optional[float]:
+        """The physical value at which a counter in this encoding rolls over to 0.
+
+        An unsigned count with a divisor wraps at 2**32 / divisor (4,294,967.296 kWh for a
+        DZG energy register).  A float32 never wraps: a growing counter loses resolution instead
+        (at 1e6 kWh one step is 0.0625 kWh, at 1e7 kWh 1 kWh), so None.
+        """
+        if self.kind == UINT32:
+            return 2.0 ** 32 / self.divisor
+        return None
+
+    def resolution(self, value: float) -> float:
+        """The smallest step this encoding can show near ``value`` (physical units)."""
+        if self.kind == UINT32:
+            return 1.0 / self.divisor
+        scaled = abs(value * self.divisor)
+        if not math.isfinite(scaled) or scaled < FLOAT32_TINY:
+            return FLOAT32_TINY / self.divisor
+        return 2.0 ** (math.frexp(scaled)[1] - 24) / self.divisor
+
+
 F32 = Encoding(FLOAT32)
+FLOAT32_TINY = 2.0 ** -126   # the smallest normal float32
 FLOAT32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -15,11 +16,12 @@ from typing import Dict, List, Optional
 from sdm.detect import parse_ids
 from sdm.meters.model import MeterModel
 from sdm.meters.registry import parse_device_list
+from sdm.sanity import COUNTERS
 
 from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse_offline, parse_window
 from .meters import LineSetting, VirtualMeter
 from .pacing import paced, pacing_for
-from .physics import Physics
+from .physics import NO_GLITCHES, EnergyGlitches, Physics
 from .tcp import GatewayServer, SimBus
 
 log = logging.getLogger("sdm_simulator")
@@ -57,6 +59,15 @@ def parser() -> argparse.ArgumentParser:
                    help="ids that answer every request with random bytes (a broken device)")
     p.add_argument("--energy-drop", type=float, default=None, metavar="S",
                    help="S seconds after start, every energy counter falls to half (tests a glitching meter)")
+    p.add_argument("--energy-spike", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter reads 1000 times its value once (good CRC)")
+    p.add_argument("--energy-zero", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter reads 0 once")
+    p.add_argument("--energy-reset", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter restarts from 0 and counts on (a real reset)")
+    p.add_argument("--energy-wrap", type=float, default=None, metavar="S",
+                   help="counters in wrapping registers (DZG's uint32) start just below their register "
+                        "limit, so that they roll over to 0 about S seconds after start")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request and answer")
     p.add_argument("--baud", type=int, default=None,
                    help="answer at this line rate, as a real RS485 line would (default: at once)")
@@ -77,13 +88,33 @@ def _ids(text: str) -> List[int]:
     return parse_ids(text) if text.strip() else []
 
 
+def glitches_from_args(args: argparse.Namespace) -> EnergyGlitches:
+    """The counter glitches of the --energy-* flags (ValueError for a negative time)."""
+    glitches = EnergyGlitches(drop=args.energy_drop, spike=args.energy_spike, zero=args.energy_zero,
+                              reset=args.energy_reset, wrap=args.energy_wrap)
+    for kind, at in vars(glitches).items():
+        if at is not None and not (math.isfinite(at) and at >= 0):
+            raise ValueError(f"--energy-{kind} must be 0 or more seconds, not {at}")
+    return glitches
+
+
+def counter_limits(model: MeterModel) -> Dict[str, float]:
+    """The counters of a model whose registers wrap, and the value each wraps at."""
+    return {reg.name: reg.encoding.wraps_at for reg in model.registers
+            if reg.name in COUNTERS and reg.encoding.wraps_at is not None}
+
+
 def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
-                 energy_drop: Optional[float] = None, line: Optional[LineSetting] = None,
+                 glitches: EnergyGlitches = NO_GLITCHES, line: Optional[LineSetting] = None,
                  set_mode: bool = False) -> Dict[int, VirtualMeter]:
     meters = {}
-    for _, model, slave in parse_device_list(device_list):
+    devices = parse_device_list(device_list)
+    if glitches.wrap is not None and not any(counter_limits(model) for _, model, _ in devices):
+        raise ValueError("--energy-wrap: no meter of -d has a counter that can wrap "
+                         "(float32 counters never do; DZG's uint32 counters can)")
+    for _, model, slave in devices:
         physics = Physics(phases=model.phases, seed=None if seed is None else seed * 1000 + slave,
-                          energy_drop_at=energy_drop)
+                          glitches=glitches, counter_limits=counter_limits(model))
         meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code,
                                      line=line if offers(model, line) else None, set_mode=set_mode)
     return meters
@@ -147,7 +178,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.power_cycle_after_write is not None and args.power_cycle_after_write < 0:
             raise ValueError("--power-cycle-after-write must not be negative")
         line_setting = LineSetting(args.baud, args.parity + "1") if args.baud else None
-        meters = build_meters(args.device_list, args.seed, no_code, args.energy_drop, line_setting, args.set_mode)
+        meters = build_meters(args.device_list, args.seed, no_code, glitches_from_args(args), line_setting,
+                              args.set_mode)
         clash = set(garbage) & set(meters)
         if clash:
             raise ValueError(f"--garbage-id {min(clash)} is also a meter of -d")

@@ -160,12 +160,11 @@ class VirtualMeter:
             self.line = now_line
 
     def _image(self, fc: int, start: int, end: int) -> List[int]:
-        values = self.physics.sample()
+        wanted = [reg for reg in self.model.registers if reg.fc == fc and reg.end > start and reg.address < end]
+        values = self.physics.serve(reg.name for reg in wanted)
         words = [0] * (end - start)
         served: Dict[str, float] = {}
-        for reg in self.model.registers:
-            if reg.fc != fc or reg.end <= start or reg.address >= end:
-                continue
+        for reg in wanted:
             value = values[reg.name]
             for i, word in enumerate(encode(value, reg.encoding)):
                 if start <= reg.address + i < end:

@@ -31,6 +31,11 @@ DZG = check_model(MeterModel(
     max_registers=20,   # not documented (meters.md 6): conservative
     pause=0.020,        # not documented: a short, safe quiet time
     probe="VolLocPhsA",
+    # Unsure: no DVH4013 data sheet with its current rating was at hand (the DZG user manual found
+    # does not state it in the part read).  Direct-connected DZG three-phase meters are built for
+    # 60 A or 100 A; 100 A is the generous choice.
+    max_current=100.0,
+    nominal_voltage=230.0,
     address_space=((READ_HOLDING, 0x0000, 0x0014),) + _ENERGY_SPACE,
     # The id comes from the serial number (meters.md 3) and no source documents line settings
     # as MODBUS registers: nothing is read or written over MODBUS.

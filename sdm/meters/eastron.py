@@ -111,8 +111,8 @@ EASTRON_PANEL = ("the meter's set-up menu (see its manual); models without butto
                  "be changed over MODBUS")
 
 
-def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_code=None,
-             settings=(), identity=(), set_mode: bool = False) -> MeterModel:
+def _eastron(key: str, model: str, rows, max_registers: int, phases: int, max_current: float,
+             meter_code=None, settings=(), identity=(), set_mode: bool = False) -> MeterModel:
     return check_model(MeterModel(
         key=key,
         manufacturer="Eastron",
@@ -122,6 +122,8 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_
         pause=EASTRON_PAUSE,
         probe="VolLocPhsA",
         phases=phases,
+        max_current=max_current,
+        nominal_voltage=230.0,
         meter_code=meter_code,
         address_space=EASTRON_SPACE,
         settings=settings,
@@ -139,13 +141,19 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, meter_
 # the reaper7/SDM_Energy_Meter#36 report).  No vendor document for the SDM220 was available:
 # gianfrdp's tool reads and writes it like the SDM120, so the registers are read, never written.
 # The SDM530 has no document here at all: no settings.
-SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, meter_code=0x0070,
+# Ratings (Imax per phase, nominal 230 V L-N): SDM630-Modbus V2 user manual v1.5, "100A direct
+# connection"; SDM530-MT user manual v1.5, 100 A direct; SDM230 series manual, Ib 10 A / Imax 100 A;
+# SDM120-Modbus data sheet, Ib 5 A / Imax 45 A.  SDM220: no data sheet at hand; the SDM220-Modbus is
+# sold as 10(100) A, so 100 A, the generous figure.  The CT-operated variants (SDM630MCT, SDM120CT,
+# SDM530CT) answer with the same map but report primary currents behind any CT ratio: those need the
+# per-meter override of sdm.sanity (their rating here would be far too low).
+SDM630 = _eastron("sdm630", "SDM630", SDM630_ROWS, 80, 3, 100.0, meter_code=0x0070,
                   settings=_comms(BAUD_CODES_SDM630, True), identity=(CODE_ID, SERIAL_ID))
-SDM530 = _eastron("sdm530", "SDM530", SDM530_ROWS, 40, 3)
-SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1,
+SDM530 = _eastron("sdm530", "SDM530", SDM530_ROWS, 40, 3, 100.0)
+SDM230 = _eastron("sdm230", "SDM230", SDM220_ROWS, 60, 1, 100.0,
                   settings=_comms(BAUD_CODES_SINGLE_PHASE, True), identity=(SERIAL_ID,))
-SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1, settings=_comms(BAUD_CODES_SINGLE_PHASE, False))
-SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, meter_code=0x0020,
+SDM220 = _eastron("sdm220", "SDM220", SDM220_ROWS, 40, 1, 100.0, settings=_comms(BAUD_CODES_SINGLE_PHASE, False))
+SDM120 = _eastron("sdm120", "SDM120", SDM120_ROWS, 80, 1, 45.0, meter_code=0x0020,
                   settings=_comms(BAUD_CODES_SINGLE_PHASE, True),
                   identity=(CODE_ID, SERIAL_ID, FIRMWARE_ID), set_mode=True)
 

@@ -30,6 +30,10 @@ JANITZA = check_model(MeterModel(
     max_registers=40,   # not documented (meters.md 6): conservative
     pause=0.020,        # not documented: a short, safe quiet time
     probe="VolLocPhsA",
+    # Janitza "MID energy meters" brochure and product manual: B23 direct measurement up to 65 A,
+    # 3 x 230/400 V.  (The B24 is the CT-operated sibling: it needs the per-meter override.)
+    max_current=65.0,
+    nominal_voltage=230.0,
     address_space=((READ_HOLDING, 19000, 19078),),
     # No source we have documents the B23's id, baud rate or parity as MODBUS registers
     # (meters.md 6): nothing is read or written, the meter's buttons change them.

@@ -107,6 +107,11 @@ class MeterModel:
     pause: float                  # seconds of silence the meter needs before its next request
     probe: str                    # measurement read to (re)detect the meter: L1 voltage
     phases: int = 3
+    # The rating, for telling true readings from impossible ones (sdm.sanity): the most current
+    # one phase carries (the datasheet's Imax, A) and the nominal phase-to-neutral voltage (V).
+    # Each table cites its source; where it is unsure it says so and errs on the high side.
+    max_current: float = 100.0
+    nominal_voltage: float = 230.0
     meter_code: Optional[int] = None   # Eastron holding register 0xFC02, where documented
     # Ranges (fc, start, end) a real meter answers; zeros where it has no value.
     # Only the simulator uses this: the gateway never reads outside its table.
@@ -156,4 +161,6 @@ def check_model(model: MeterModel) -> MeterModel:
         seen.add(reg.name)
     if model.probe not in seen:
         raise ValueError(f"{model.key}: probe {model.probe} is not in the table")
+    if not (model.max_current > 0 and model.nominal_voltage > 0 and model.phases in (1, 3)):
+        raise ValueError(f"{model.key}: rating needs a positive current and voltage and 1 or 3 phases")
     return model
