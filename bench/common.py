@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import gevent
+from gevent.threadpool import ThreadPool
 
+from sdm.bus import LoopSink, blocking_sleep
 from sdm.framing.rtu import RtuLink
 from sdm.hub import Hub, MeterConfig, MeterUpdate
 from sdm.meters.registry import parse_device_list
@@ -91,7 +93,8 @@ def poll_in_process(devices: str, line: Comset, link: Path, settings: PollSettin
     its first (at least two more), or ``limit`` s pass; the times of its complete readings."""
     meters = configs(devices)
     hub = Hub(meters)
-    poller = Poller(hub, RtuLink(SerialTransport(str(link), line)), meters, settings)
+    sink = LoopSink(hub)
+    poller = Poller(sink, RtuLink(SerialTransport(str(link), line)), meters, settings, sleep=blocking_sleep)
     seen = Readings({reader.device_id: reader.blocks for reader in poller.readers})
 
     def on_update(event) -> None:
@@ -102,14 +105,15 @@ def poll_in_process(devices: str, line: Comset, link: Path, settings: PollSettin
         return all(len(t := seen.times.get(d, [])) >= 3 and t[-1] - t[0] >= min_span for d in seen.plans)
 
     hub.subscribe(on_update)
-    task = gevent.spawn(poller.run)
+    pool = ThreadPool(1)        # as in the gateway: the bus in a thread of its own
+    task = pool.spawn(poller.run)
     end = time.monotonic() + limit
-    while not enough() and time.monotonic() < end and not task.dead:
+    while not enough() and time.monotonic() < end and not task.ready():
         gevent.sleep(0.05)
     poller.stop()
-    task.join(2)
-    task.kill()
-    gevent.sleep(0.05)   # gevent.os.close defers the port's close (and its lock) to a later loop turn
+    task.wait(2)
+    sink.close()
+    pool.kill()
     return seen
 
 
@@ -144,6 +148,7 @@ def memory_kib(pid: int) -> Dict[str, int]:
 
 
 def meter_status(port: int) -> Dict[int, dict]:
+    """The /status entries of a one-bus gateway's meters, by id."""
     return {m["Id"]: m for m in http_request(port, "/status").json()["ConfiguredMeters"]}
 
 
