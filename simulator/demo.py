@@ -35,7 +35,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     args = p.parse_args(argv)
     link = os.path.join(tempfile.mkdtemp(prefix="sdm-sim-"), "ttySIM0")
-    sim_cmd = [sys.executable, "-m", "simulator", "--link", link, "-d", args.device_list]
+    sim_cmd = [sys.executable, "-m", __package__ or "simulator", "--link", link, "-d", args.device_list]
     if args.seed is not None:
         sim_cmd += ["--seed", str(args.seed)]
     simulator = subprocess.Popen(sim_cmd)
