@@ -18,11 +18,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Optional, Sequence
 
-from .encoding import decode
 from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE, Hub, MeterConfig
-from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
-from .readings import finite_or_none
+from .plan import Block, decode_block, make_block, one_per_request, plan, request_overhead_chars, split
 from .schedule import Schedule, is_slow, next_due
 from .transport import LineCost, TransportError
 
@@ -41,15 +39,6 @@ class PollSettings:
     pauses: Optional[Dict[str, float]] = None   # model key -> pause (s), overrides the model's
     schedules: Optional[Dict[int, Schedule]] = None   # meter id -> schedule; default: as fast as possible
     merge: bool = True            # False: one request per value, as gosdm630 did (for comparison)
-
-
-def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
-    """Values of every measurement in a block; NaN and infinities become None."""
-    values = {}
-    for reg in block.registers:
-        offset = block.offset(reg)
-        values[reg.name] = finite_or_none(decode(registers[offset:offset + reg.width], reg.encoding))
-    return values
 
 
 class MeterReader:

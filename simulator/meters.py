@@ -6,7 +6,7 @@ request bytes written out by hand from the reference (golden frames).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import List
 
 from sdm.encoding import encode
 from sdm.framing.rtu import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, MAX_READ_REGISTERS
@@ -25,13 +25,11 @@ class MeterException(Exception):
 
 
 class VirtualMeter:
-    def __init__(self, model: MeterModel, slave: int, physics: Physics, answer_meter_code: bool = True,
-                 on_serve: Optional[Callable[[int, Mapping[str, float]], None]] = None):
+    def __init__(self, model: MeterModel, slave: int, physics: Physics, answer_meter_code: bool = True):
         self.model = model
         self.slave = slave
         self.physics = physics
         self.answer_meter_code = answer_meter_code and model.meter_code is not None
-        self.on_serve = on_serve
 
     def read(self, fc: int, start: int, count: int) -> List[int]:
         """Registers [start, start + count) of function code fc, or MeterException."""
@@ -49,7 +47,6 @@ class VirtualMeter:
     def _image(self, fc: int, start: int, end: int) -> List[int]:
         values = self.physics.sample()
         words = [0] * (end - start)
-        served: Dict[str, float] = {}
         for reg in self.model.registers:
             if reg.fc != fc or reg.end <= start or reg.address >= end:
                 continue
@@ -57,7 +54,4 @@ class VirtualMeter:
             for i, word in enumerate(encode(value, reg.encoding)):
                 if start <= reg.address + i < end:
                     words[reg.address + i - start] = word
-            served[reg.name] = value
-        if self.on_serve and served:
-            self.on_serve(self.slave, served)
         return words
