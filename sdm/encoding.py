@@ -1,7 +1,7 @@
 """Registers <-> numbers.  Pure functions, shared by the gateway and the simulator.
 
 Every encoding in the meter tables is 32 bits in two 16-bit registers, high
-word first ("ABCD", meters.md section 0.2).  A float32 is returned as the
+word first ("ABCD", docs/registers.md).  A float32 is returned as the
 shortest decimal that maps back to the same float32 (230.1, not the widened
 230.10000610351562), so JSON shows what the meter shows; a value with a divisor
 is that decimal divided exactly (a Janitza 1215491.1 Wh is 1215.4911 kWh, not the
