@@ -9,7 +9,8 @@ from sdm.meters.registry import lookup
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "registers.md").read_text(encoding="utf-8")
 ORDER = ["sdm630", "sdm530", "sdm230", "sdm220", "sdm120", "janitza", "dzg"]   # the tables, top to bottom
-ROW = re.compile(r"\| `(\w+)` \| [^|]+ \| (\d\d) \| (\d+) \| 0x([0-9A-F]{4}) \| (float32|uint32)(?: ÷ (\d+))? \| [^|]+ \|")
+ROW = re.compile(r"\| `(\w+)` \| [^|]+ \| (\d\d) \| (\d+) \| 0x([0-9A-F]{4}) "
+                 r"\| (float32|uint32)(?: ÷ (\d+))? \| [^|]+ \|")
 
 
 def register_tables():
