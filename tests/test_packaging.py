@@ -1,7 +1,8 @@
 """What `pip install .` lays out: the page as data of sdm, the simulator as sdm_simulator, one version.
 
 The layout comes from setuptools' build_py (the step a wheel is made from), run offline; the
-whole wheel, a plain and an editable install were checked by hand (see docs/running.md).
+wheel, a plain and an editable install need the package index for setuptools, so they were
+checked by hand (docs/running.md), not here.
 """
 
 import subprocess
