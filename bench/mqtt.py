@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from bench.common import cpu_seconds, percentile, sim_flags
 from sdm.transport import comset
-from tests.mqtt_support import Broker, Subscriber, install_mosquitto
+from tests.mqtt_support import Broker, Subscriber, require_mosquitto
 from tests.support import Gateway, Simulator
 
 BUS = "sdm630:1,sdm120:2,janitza:26"
@@ -62,7 +62,7 @@ def measure(workdir: Path, link: Path, name: str, extra: List[str], broker: Opti
 
 def run() -> Dict:
     workdir = Path(tempfile.mkdtemp(prefix="sdm-bench-mqtt-"))
-    binary = install_mosquitto()
+    binary = require_mosquitto()
     plain = Broker(binary, workdir).start()
     nodelay = Broker(binary, workdir, extra_config="set_tcp_nodelay true\n").start()
     sim = Simulator(workdir / "tty", BUS, sim_flags(comset(2))).start()

@@ -8,13 +8,11 @@ a traceback.
 from __future__ import annotations
 
 import logging
-import os
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 import bottle
-
-import web
 
 from .hub import AVAILABLE, Hub, MeterState
 from .meters.registry import parse_slave_id
@@ -24,7 +22,16 @@ from .status import status
 
 log = logging.getLogger(__name__)
 
-WEB_ROOT = os.path.dirname(os.path.abspath(web.__file__))
+
+def find_web_root() -> str:
+    """The page's folder: ``sdm/web`` in an installed package (setup.py maps the top-level ``web/``
+    there), else ``web/`` beside ``sdm/`` in a checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "web"
+    return str(packaged if (packaged / "index.html").is_file() else here.parent / "web")
+
+
+WEB_ROOT = find_web_root()
 JSON_TYPE = "application/json; charset=UTF-8"
 ASSET_TYPES = (".html", ".js", ".css", ".svg")
 

@@ -1,9 +1,11 @@
 """Registers <-> numbers.  Pure functions, shared by the gateway and the simulator.
 
 Every encoding in the meter tables is 32 bits in two 16-bit registers, high
-word first ("ABCD", meters.md section 0.2).  A float32 is returned as the
+word first ("ABCD", docs/registers.md).  A float32 is returned as the
 shortest decimal that maps back to the same float32 (230.1, not the widened
-230.10000610351562), so JSON shows what the meter shows.
+230.10000610351562), so JSON shows what the meter shows; a value with a divisor
+is that decimal divided exactly (a Janitza 1215491.1 Wh is 1215.4911 kWh, not the
+1215.4911000000002 of float division), so every output shows what the meter meant.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Optional, Sequence, Tuple
 
 FLOAT32 = "float32"
@@ -74,16 +77,25 @@ def shortest_float32(value: float) -> float:
     return value
 
 
+def exact_quotient(value: float, divisor: float) -> float:
+    """``value / divisor`` computed on the decimals the two floats print as.
+
+    Float division of 1215491.1 by 1000 gives 1215.4911000000002: 1215491.1 is stored a
+    little off, and the division keeps the error. Dividing the decimals (exact for powers of
+    ten) and converting once gives the float that prints as 1215.4911.
+    """
+    if divisor == 1.0 or not math.isfinite(value):
+        return value / divisor
+    return float(Decimal(repr(value)) / Decimal(repr(divisor)))
+
+
 def decode(registers: Sequence[int], encoding: Encoding) -> float:
     """Two registers (high word first) -> the physical value."""
     raw = struct.pack(">HH", registers[0], registers[1])
     if encoding.kind == FLOAT32:
-        value = struct.unpack(">f", raw)[0]
-        if encoding.divisor != 1.0:
-            return shortest_float32(value) / encoding.divisor
-        return shortest_float32(value)
+        return exact_quotient(shortest_float32(struct.unpack(">f", raw)[0]), encoding.divisor)
     if encoding.kind == UINT32:
-        return struct.unpack(">I", raw)[0] / encoding.divisor
+        return exact_quotient(float(struct.unpack(">I", raw)[0]), encoding.divisor)
     raise ValueError(f"unknown encoding {encoding.kind!r}")
 
 

@@ -22,6 +22,13 @@ from urllib.parse import urlencode, urlsplit
 from .store import MAX_DEVICE, Sample
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def local_time(ms: int) -> str:
+    """ISO 8601 in local time with its offset, to the millisecond."""
+    return (EPOCH + timedelta(milliseconds=ms)).astimezone().isoformat(timespec="milliseconds")
+
+
 ONE_MS = timedelta(milliseconds=1)
 GRACE = 10.0     # seconds an answer may take beyond the long-poll timeout
 # RFC 3339 as Go writes it: up to 9 digits of fraction, Z or an offset

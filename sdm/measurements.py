@@ -2,7 +2,7 @@
 
 Names of the 25 values gosdm630 read are kept exactly (VolLocPhsA, AmpLocPhsA,
 WLocPhsA, AngLocPhsA, TotkWhImport, ...) so its clients keep working; the
-descriptions of those are the original ones (api.md section 8).  The other
+descriptions of those are the original ones (docs/api.md, GET /ws).  The other
 names follow the same pattern.  This is the only place that knows them:
 meter tables refer to measurements by name, outputs look the text up here.
 """

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from .encoding import decode
 from .framing.rtu import REPLY_OVERHEAD, REQUEST_BYTES, reply_bytes
 from .meters.model import Register
+from .readings import finite_or_none
 from .transport import LineCost, silence_time
 
 
@@ -30,6 +32,18 @@ class Block:
 
     def offset(self, reg: Register) -> int:
         return reg.address - self.start
+
+
+def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
+    """Values of every measurement in a block's reply registers; NaN and infinities become None.
+
+    Shared by the poller and the simulator's served log, so both read a reply the same way.
+    """
+    values = {}
+    for reg in block.registers:
+        offset = block.offset(reg)
+        values[reg.name] = finite_or_none(decode(registers[offset:offset + reg.width], reg.encoding))
+    return values
 
 
 UNIT_COST = LineCost(char_time=1.0)   # costs in plain character counts

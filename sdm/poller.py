@@ -23,11 +23,9 @@ from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Protocol, Sequence
 
 from .config import DEFAULT_BUS_NAME, MeterConfig
-from .encoding import decode
 from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE
-from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
-from .readings import finite_or_none
+from .plan import Block, decode_block, make_block, one_per_request, plan, request_overhead_chars, split
 from .schedule import Schedule, is_slow, next_due
 from .transport import LineCost, Link, TransportError
 
@@ -72,15 +70,6 @@ def schedule_of(config: MeterConfig, settings: PollSettings) -> Schedule:
     if settings.schedules is not None:
         return settings.schedules.get(config.device_id, Schedule())
     return Schedule(config.interval, config.slow)
-
-
-def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[float]]:
-    """Values of every measurement in a block; NaN and infinities become None."""
-    values = {}
-    for reg in block.registers:
-        offset = block.offset(reg)
-        values[reg.name] = finite_or_none(decode(registers[offset:offset + reg.width], reg.encoding))
-    return values
 
 
 class MeterReader:

@@ -1,7 +1,7 @@
 """The Readings JSON object of gosdm630, built from a meter's measurement values.
 
 The first fourteen keys are gosdm630's, in its order and with its meaning
-(api.md section 3), so transforms like ``JSON.parse(input).Power.L1`` keep
+(docs/api.md, the Readings object), so transforms like ``JSON.parse(input).Power.L1`` keep
 working.  Every other measurement of the catalogue gets an extra key after
 them.  A value the meter has not given is ``null``.
 """

@@ -19,6 +19,7 @@ from gevent import pywsgi
 from geventwebsocket.handler import WebSocketHandler
 
 from .api import JSON_TYPE
+from .compat.gevent_pywsgi import PywsgiOverrides
 from .readings import dumps
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ def handshake_problem(environ: dict, version: str) -> Optional[str]:
     return None
 
 
-class NoDelayHandler(WebSocketHandler):
+class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
     """Sets TCP_NODELAY on each connection too (not every platform inherits it);
-    upgrades only /ws, and answers every refusal in JSON."""
+    upgrades only /ws, and answers every refusal in JSON (through sdm.compat.gevent_pywsgi)."""
 
     def __init__(self, sock, address, server, rfile=None):
         try:
@@ -93,15 +94,12 @@ class NoDelayHandler(WebSocketHandler):
         sock.settimeout(IDLE_TIMEOUT)   # a connection stuck mid-request does not live for ever
         super().__init__(sock, address, server, rfile)
 
-    def handle_one_request(self):
-        result = super().handle_one_request()
-        if isinstance(result, tuple) and result[0] == "414":     # pywsgi's canned answer has no body
-            return result[0], error_response(414, f"request line longer than {pywsgi.MAX_REQUEST_LINE} bytes")
-        return result
+    def request_line_refused(self) -> bytes:
+        return error_response(414, f"request line longer than {pywsgi.MAX_REQUEST_LINE} bytes")
 
-    def _handle_client_error(self, ex):
-        """pywsgi's hook for a request it cannot parse: one log line (no traceback), JSON 400
-        (408 for one left unfinished)."""
+    def client_error(self, ex: BaseException) -> Tuple[str, bytes]:
+        """A request pywsgi cannot parse: one log line (no traceback), JSON 400 (408 for one left
+        unfinished)."""
         log.info("bad request from %s: %s", self.client_address[0] if self.client_address else "?",
                  getattr(ex, "formatted_message", None) or repr(ex))
         if isinstance(ex, socket.timeout):
@@ -140,24 +138,6 @@ class NoDelayHandler(WebSocketHandler):
         """
         super().handle_one_response()
         gevent.sleep(0)
-
-    ONE_SEND_MAX = 64 * 1024   # bodies up to this size go out with their headers in one send
-
-    def _write_with_headers(self, data):
-        """pywsgi's first write, but status line, headers and a small body in one send.
-
-        pywsgi sends the headers and the body separately: two system calls and
-        two packets for every short JSON answer, a tenth of the cost of a request.
-        """
-        self.headers_sent = True
-        self.finalize_headers()
-        head = b"".join([b"HTTP/1.1 ", self.status, b"\r\n",
-                         *(name + b": " + value + b"\r\n" for name, value in self.response_headers), b"\r\n"])
-        if self.response_use_chunked or not data or len(data) > self.ONE_SEND_MAX:   # ('' on a 101)
-            self._sendall(head)
-            self._write(data)
-        else:
-            self._sendall(head + data)
 
 
 def make_server(app, url: str, access_log: bool = False) -> pywsgi.WSGIServer:

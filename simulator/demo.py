@@ -36,7 +36,7 @@ def wait_for(ready, seconds: float) -> bool:
 def simulator_command(bus: BusConfig, seed: Optional[int]) -> List[str]:
     """The simulator that stands in for one bus: a pty at the bus's path, or a transparent gateway."""
     devices = ",".join(f"{m.type_name.lower()}:{m.device_id}" for m in bus.meters)
-    cmd = [sys.executable, "-m", "simulator", "-d", devices]
+    cmd = [sys.executable, "-m", __package__ or "simulator", "-d", devices]
     if bus.kind == "serial":
         cmd += ["--link", bus.port]
     else:

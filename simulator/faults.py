@@ -39,8 +39,7 @@ from umodbus.client.serial.redundancy_check import add_crc
 
 from sdm.framing.rtu import EXCEPTION_BYTES
 from sdm.meters.registry import parse_slave_id
-from sdm.plan import Block
-from sdm.poller import decode_block
+from sdm.plan import Block, decode_block
 
 from .line import PtyLine
 from .meters import VirtualMeter

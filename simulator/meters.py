@@ -15,7 +15,7 @@ never heard.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from sdm.encoding import encode
 from sdm.framing.rtu import ILLEGAL_DATA_ADDRESS, ILLEGAL_DATA_VALUE, ILLEGAL_FUNCTION, MAX_READ_REGISTERS
@@ -65,13 +65,11 @@ class VirtualMeter:
     button has been held (it takes settings writes)."""
 
     def __init__(self, model: MeterModel, slave: int, physics: Physics, answer_meter_code: bool = True,
-                 on_serve: Optional[Callable[[int, Mapping[str, float]], None]] = None,
                  line: Optional[LineSetting] = None, set_mode: bool = False):
         self.model = model
         self.slave = slave
         self.physics = physics
         self.answer_meter_code = answer_meter_code and model.meter_code is not None
-        self.on_serve = on_serve
         self.line = line
         self.set_mode = set_mode
         self.serial = SERIAL_BASE + slave
@@ -163,15 +161,11 @@ class VirtualMeter:
         wanted = [reg for reg in self.model.registers if reg.fc == fc and reg.end > start and reg.address < end]
         values = self.physics.serve(reg.name for reg in wanted)
         words = [0] * (end - start)
-        served: Dict[str, float] = {}
         for reg in wanted:
             value = values[reg.name]
             for i, word in enumerate(encode(value, reg.encoding)):
                 if start <= reg.address + i < end:
                     words[reg.address + i - start] = word
-            served[reg.name] = value
-        if self.on_serve and served:
-            self.on_serve(self.slave, served)
         return words
 
 

@@ -41,9 +41,9 @@ def gateway(tmp_path):
 
 @pytest.fixture(scope="session")
 def mosquitto_bin():
-    """Debian's mosquitto, installed when missing."""
-    from tests.mqtt_support import install_mosquitto
-    return install_mosquitto()
+    """Debian's mosquitto (installed by `make prepare`)."""
+    from tests.mqtt_support import require_mosquitto
+    return require_mosquitto()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -25,24 +24,11 @@ def find_mosquitto() -> Optional[str]:
     return shutil.which("mosquitto") or next((p for p in MOSQUITTO_PATHS if os.access(p, os.X_OK)), None)
 
 
-def install_mosquitto() -> str:
-    """The mosquitto binary, installed from Debian's packages when missing (CI runs as root).
-
-    Debian may start its own service on port 1883 on install; the tests never use it.
-    """
-    found = find_mosquitto()
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise RuntimeError("mosquitto is missing and only root can install it: apt-get install -y mosquitto")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "mosquitto"]):
-        done = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+def require_mosquitto() -> str:
+    """The mosquitto binary; `make test` (.ci/prepare) installs it, the tests never do."""
     found = find_mosquitto()
     if not found:
-        raise RuntimeError("mosquitto was installed but its binary is not found")
+        raise RuntimeError("mosquitto not found: run `make prepare` (.ci/prepare) before the MQTT tests")
     return found
 
 

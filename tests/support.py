@@ -19,7 +19,7 @@ from simulator.faults import GATEWAY_KIND, OK
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# api.md section 3: the keys of gosdm630's Readings object, in its order
+# docs/api.md, the Readings object: the keys of gosdm630's Readings object, in its order
 GOSDM_KEYS = ["UniqueId", "Timestamp", "Unix", "ModbusDeviceId", "Power", "Voltage", "Current", "Cosphi",
               "Import", "TotalImport", "Export", "TotalExport", "THD", "Frequency"]
 

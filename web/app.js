@@ -21,7 +21,13 @@ const ROWS = [
 ];
 const PHASES = ["L1", "L2", "L3"];
 
-const meters = new Map();          // Modbus id -> card state
+// Cards are keyed by the meter's unique Name when /status gives one (several buses may use the
+// same Modbus id), else by its Modbus id; they sit in one group per bus (/status "Buses").
+const meters = new Map();          // card key -> card state
+const groups = new Map();          // bus name ("" when /status names no bus) -> its section
+const keyByUniqueId = new Map();   // a reading's UniqueId -> its card key, from /status
+const early = [];                  // readings that came before the first /status
+let statusSeen = false;
 let socket = null;
 let retryMs = RETRY_MIN_MS;
 
@@ -54,25 +60,55 @@ function buildRows(tbody) {
   }
 }
 
-function card(id) {
-  let meter = meters.get(id);
+function group(bus) {
+  let section = groups.get(bus);
+  if (section) return section;
+  section = document.getElementById("bus-group").content.firstElementChild.cloneNode(true);
+  section.dataset.bus = bus;
+  section.querySelector(".bus-head").hidden = bus === "";
+  section.querySelector(".bus-name").textContent = bus;
+  groups.set(bus, section);
+  document.getElementById("meters").insertBefore(section, document.getElementById("bus-anchor"));
+  return section;
+}
+
+function showBus(b) {
+  const section = group(String(b.Name));
+  section.querySelector(".bus-port").textContent = [b.Port, b.Transport].filter((v) => v).join(" · ");
+  const connected = section.querySelector(".bus-connected");
+  connected.textContent = b.Connected ? "connected" : "not connected";
+  connected.classList.toggle("down", !b.Connected);
+}
+
+function meterKey(m) {
+  return m.Name != null ? String(m.Name) : String(m.Id);
+}
+
+function readingKey(r) {
+  if (r.Name != null) return String(r.Name);
+  return keyByUniqueId.get(r.UniqueId) || String(r.ModbusDeviceId);
+}
+
+function card(key, id, bus) {
+  let meter = meters.get(key);
   if (meter) return meter;
   const node = document.getElementById("meter-card").content.firstElementChild.cloneNode(true);
-  node.id = `meter-${id}`;
+  node.id = `meter-${key}`;
   node.dataset.id = id;
+  node.dataset.key = key;
   node.querySelector(".title").textContent = `Meter ${id}`;
   buildRows(node.querySelector("tbody"));
-  meter = { id, node, lastSeen: 0, status: "", history: [], chartDirty: false };
-  meters.set(id, meter);
-  const list = document.getElementById("meters");
-  const after = [...meters.keys()].filter((other) => other > id).sort((a, b) => a - b)[0];
-  list.insertBefore(node, after === undefined ? document.getElementById("bus-anchor") : meters.get(after).node);
+  meter = { key, id, node, lastSeen: 0, status: "", history: [], chartDirty: false };
+  meters.set(key, meter);
+  const list = group(bus || "").querySelector(".bus-meters");
+  const after = [...list.children].find((other) => +other.dataset.id > id);
+  list.insertBefore(node, after || null);
   document.getElementById("no-meters").hidden = true;
   return meter;
 }
 
 function showReadings(r) {
-  const meter = card(r.ModbusDeviceId);
+  const meter = card(readingKey(r), r.ModbusDeviceId, r.Bus);
   const node = meter.node;
   node.querySelector(".title").textContent = `${r.UniqueId} (id ${r.ModbusDeviceId})`;
   node.dataset.timestamp = r.Timestamp;
@@ -190,15 +226,17 @@ function showStatus(s) {
   counters.replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   const body = document.querySelector("#meter-counters tbody");
   body.replaceChildren();
+  for (const b of s.Buses || []) showBus(b);
   for (const m of s.ConfiguredMeters || []) {
-    const meter = card(m.Id);
+    if (m.UniqueId != null) keyByUniqueId.set(m.UniqueId, meterKey(m));
+    const meter = card(meterKey(m), m.Id, m.Bus);
     meter.status = m.Status;
     meter.node.querySelector(".model").textContent = m.Model || m.Type;
     if (!meter.lastSeen) meter.node.querySelector(".title").textContent = `${m.UniqueId || "Meter"} (id ${m.Id})`;
     refreshState(meter);
     const kinds = Object.entries(m.ErrorsByKind || {}).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`);
     const tr = el("tr", { "data-id": m.Id });
-    for (const text of [`${m.Id} ${m.Type}`, m.Status, m.CompleteReadings, m.Requests, m.Errors,
+    for (const text of [`${m.Name != null ? m.Name : m.Id} ${m.Type}`, m.Status, m.CompleteReadings, m.Requests, m.Errors,
       kinds.join(", ") || "–"]) {
       tr.appendChild(el("td", {}, String(text)));
     }
@@ -229,8 +267,14 @@ function connect() {
   };
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
-    if ("Modbus" in msg) showStatus(msg);
-    else if ("ModbusDeviceId" in msg) showReadings(msg);
+    if ("Modbus" in msg) {
+      showStatus(msg);
+      statusSeen = true;
+      early.splice(0).forEach(showReadings);
+    } else if ("ModbusDeviceId" in msg) {
+      if (statusSeen) showReadings(msg);
+      else early.push(msg);      // its card's key and bus come with the status
+    }
   };
   socket.onclose = () => {
     const wait = retryMs + Math.random() * 250;

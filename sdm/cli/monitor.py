@@ -15,8 +15,7 @@ import time
 import urllib.request
 from typing import Callable, Dict, Iterable, List, Optional
 
-from ..follow import BadReply, Follower, Unreachable, parse_base_url, to_sample
-from .logger import local_time
+from ..follow import BadReply, Follower, Unreachable, local_time, parse_base_url, to_sample
 
 POWER = {"WLocPhsA": "L1", "WLocPhsB": "L2", "WLocPhsC": "L3", "TotW": "total"}
 PHASES = ("WLocPhsA", "WLocPhsB", "WLocPhsC")

@@ -3,8 +3,8 @@
 from ..encoding import uint32
 from .model import READ_HOLDING, MeterModel, check_model, registers
 
-# meters.md 3 (mbmd's reading).  Per-phase energies are uint32 / 1000 like the
-# totals (meters.md 7 item 2); gosdm630 decoded them as float32, a bug.
+# docs/registers.md, DZG (mbmd's reading).  Per-phase energies are uint32 / 1000 like the
+# totals; gosdm630 decoded them as float32, a bug.
 # 0x0014 / 0x0016 (demand) answer exception 02 on real meters: not read.
 ROWS = (
     registers(READ_HOLDING, [("TotWImport", 0x0000), ("TotWExport", 0x0002)], uint32(10))
@@ -28,7 +28,7 @@ DZG = check_model(MeterModel(
     manufacturer="DZG",
     model="DVH4013",
     registers=ROWS,
-    max_registers=20,   # not documented (meters.md 6): conservative
+    max_registers=20,   # not documented (docs/registers.md): conservative
     pause=0.020,        # not documented: a short, safe quiet time
     probe="VolLocPhsA",
     # Unsure: no DVH4013 data sheet with its current rating was at hand (the DZG user manual found

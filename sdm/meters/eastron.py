@@ -1,21 +1,22 @@
 """Eastron SDM120, SDM220, SDM230, SDM530, SDM630 (v1 and v2 share one map).
 
-All values: FC 04 input registers, float32 high word first (meters.md 1.1).
+All values: FC 04 input registers, float32 high word first (docs/registers.md).
 """
 
 from .model import READ_INPUT, Identity, MeterModel, Setting, check_model, registers
 
 # Real Eastron meters answer any input register in this range, with 0 where
-# a model has no value (meters.md 7, item 9); used by the simulator only.
+# a model has no value (docs/registers.md, conventions); used by the simulator only.
 EASTRON_SPACE = ((READ_INPUT, 0x0000, 0x0180),)
 
-# Holding register with the model code, one register, FC 03 (meters.md 7 item 3).
+# Holding register with the model code, one register, FC 03 (docs/registers.md, detection).
 METER_CODE_ADDRESS = 0xFC02
 
-# Eastron documents ask for up to 60 ms of quiet before the next request.
+# 60 ms of quiet before the next request: a margin of ours, no Eastron document gives
+# a figure (docs/registers.md, the pause).
 EASTRON_PAUSE = 0.060
 
-# meters.md 1.2: SDM630 superset, every row read by mbmd's SDM type (52 values).
+# docs/registers.md, SDM630: SDM630 superset, every row read by mbmd's SDM type (52 values).
 SDM630_ROWS = [
     ("VolLocPhsA", 0x0000), ("VolLocPhsB", 0x0002), ("VolLocPhsC", 0x0004),
     ("AmpLocPhsA", 0x0006), ("AmpLocPhsB", 0x0008), ("AmpLocPhsC", 0x000A),
@@ -39,7 +40,7 @@ SDM630_ROWS = [
     ("TotkVArhPhsA", 0x0178), ("TotkVArhPhsB", 0x017A), ("TotkVArhPhsC", 0x017C),
 ]
 
-# meters.md 1.3: mbmd's SDM120 map (13 values). The older Eastron SDM120 document
+# docs/registers.md, SDM120: mbmd's SDM120 map (13 values). The older Eastron SDM120 document
 # also lists phase angle 0x0024, the SDM120M v2.5 one does not: not read.
 SDM120_ROWS = [
     ("VolLocPhsA", 0x0000), ("AmpLocPhsA", 0x0006), ("WLocPhsA", 0x000C),
@@ -49,11 +50,11 @@ SDM120_ROWS = [
     ("TotkWh", 0x0156), ("TotkVArh", 0x0158),
 ]
 
-# meters.md 1.3: mbmd's SDM220 / SDM230 maps (the SDM120 set plus phase angle, 14 values).
+# docs/registers.md, SDM230 and SDM220: mbmd's maps (the SDM120 set plus phase angle, 14 values).
 SDM220_ROWS = SDM120_ROWS[:6] + [("PhAngPhsA", 0x0024)] + SDM120_ROWS[6:]
 
-# meters.md 1.4 (the seed's capability table: V, I, P, PF per phase, total import
-# and export) on the SDM630 layout of meters.md 7 item 8, plus frequency, which
+# docs/registers.md, SDM530 (gosdm630's capability table: V, I, P, PF per phase, total import
+# and export) on the SDM630 layout, plus frequency, which
 # that layout has at the same address.
 SDM530_ROWS = SDM630_ROWS[0:9] + SDM630_ROWS[15:18] + [
     ("Freq", 0x0046), ("TotkWhImport", 0x0048), ("TotkWhExport", 0x004A),
@@ -133,9 +134,9 @@ def _eastron(key: str, model: str, rows, max_registers: int, phases: int, max_cu
     ))
 
 
-# Limits: meters.md 0.3 and 7 item 7 (SDM630, SDM120: 80; SDM230: use 60).
+# Limits (docs/registers.md): SDM630, SDM120: 80; SDM230: use 60.
 # SDM220 and SDM530 have no documented limit: 40, the conservative choice.
-# Meter codes: meters.md 7 item 4 (none documented for SDM220, SDM230, SDM530).
+# Meter codes (docs/registers.md, detection; none documented for SDM220, SDM230, SDM530).
 # Settings: SDM630, SDM230 and SDM120 document them as r/w holding registers.  The SDM120
 # takes the writes only in its set mode (its button held about 3 s: peninquen's configSDM120,
 # the reaper7/SDM_Energy_Meter#36 report).  No vendor document for the SDM220 was available:

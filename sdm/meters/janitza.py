@@ -3,7 +3,7 @@
 from ..encoding import float32_div
 from .model import READ_HOLDING, MeterModel, check_model, registers
 
-# meters.md 2: the rows of both projects, with mbmd's total power and frequency.
+# docs/registers.md, Janitza: the rows of both projects, with mbmd's total power and frequency.
 MEASUREMENT_ROWS = [
     ("VolLocPhsA", 19000), ("VolLocPhsB", 19002), ("VolLocPhsC", 19004),
     ("AmpLocPhsA", 19012), ("AmpLocPhsB", 19014), ("AmpLocPhsC", 19016),
@@ -13,7 +13,7 @@ MEASUREMENT_ROWS = [
     ("Freq", 19050),
 ]
 
-# meters.md 2 and 7 item 1: the energy registers hold Wh, so they are divided by
+# docs/registers.md, Janitza: the energy registers hold Wh, so they are divided by
 # 1000 to give kWh (gosdm630 published the raw Wh figure as kWh: a bug).
 ENERGY_ROWS = [
     ("TotkWhImportPhsA", 19062), ("TotkWhImportPhsB", 19064), ("TotkWhImportPhsC", 19066),
@@ -27,7 +27,7 @@ JANITZA = check_model(MeterModel(
     manufacturer="Janitza",
     model="B23-312",
     registers=registers(READ_HOLDING, MEASUREMENT_ROWS) + registers(READ_HOLDING, ENERGY_ROWS, float32_div(1000)),
-    max_registers=40,   # not documented (meters.md 6): conservative
+    max_registers=40,   # not documented (docs/registers.md): conservative
     pause=0.020,        # not documented: a short, safe quiet time
     probe="VolLocPhsA",
     # Janitza "MID energy meters" brochure and product manual: B23 direct measurement up to 65 A,

@@ -35,9 +35,20 @@ from typing import Dict, List, Mapping, Optional, Set
 import bottle
 import gevent
 from gevent.queue import Empty, Full, Queue
-from geventwebsocket.websocket import Header, WebSocket
+from geventwebsocket.websocket import WebSocket
 
 from ..api import ApiError
+from ..compat.geventwebsocket import (
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    FrameTooLong,
+    connection_socket,
+    frame,
+    mark_closed,
+    raw_writer,
+    read_frame,
+)
 from ..hub import Hub, MeterState, MeterUpdate, StatusUpdate
 from ..readings import compact
 from ..status import status
@@ -71,13 +82,8 @@ POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 
 
-def frame(payload: bytes, opcode: int = WebSocket.OPCODE_TEXT) -> bytes:
-    """One complete, unmasked websocket frame."""
-    return bytes(Header.encode_header(True, opcode, b"", len(payload), 0)) + payload
-
-
-PING = frame(b"", WebSocket.OPCODE_PING)
-GOODBYE = frame(struct.pack("!H", GOING_AWAY) + b"server stopping", WebSocket.OPCODE_CLOSE)
+PING = frame(b"", OPCODE_PING)
+GOODBYE = frame(struct.pack("!H", GOING_AWAY) + b"server stopping", OPCODE_CLOSE)
 
 
 def meter_frames(meter: str, device_id: int, values: Mapping[str, Optional[float]], timestamp: float) -> bytes:
@@ -92,8 +98,8 @@ def readings_frame(meter: MeterState) -> bytes:
 
 def refuse(ws: WebSocket, code: int, reason: str) -> str:
     """End a connection right after the handshake with a close frame saying why."""
-    ws.stream.write(frame(struct.pack("!H", code) + reason.encode()[:120], WebSocket.OPCODE_CLOSE))
-    ws.closed = True          # its own close() would drop the code (library bug)
+    raw_writer(ws)(frame(struct.pack("!H", code) + reason.encode()[:120], OPCODE_CLOSE))
+    mark_closed(ws)           # its own close() would drop the code (library bug)
     return ""
 
 
@@ -106,8 +112,8 @@ class Client:
         self.settings = settings
         self.name = name
         self.reason: Optional[str] = None    # why it ended, first cause wins
-        self.sock = ws.handler.socket
-        self._send = ws.stream.write
+        self.sock = connection_socket(ws)
+        self._send = raw_writer(ws)
         self.queue: Queue = Queue(settings.queue)
         self.sending = False                 # the writer is inside a write
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
@@ -177,36 +183,33 @@ class Client:
         """Read control frames until the client closes, vanishes or breaks the protocol."""
         while self.reason is None:
             try:
-                header = Header.decode_header(self.ws.stream)
-                if header.length > MAX_CLIENT_FRAME:
-                    self.end(f"sent a frame of {header.length} bytes")
-                    return
-                payload = self.ws.raw_read(header.length) if header.length else b""
+                opcode, payload = read_frame(self.ws, MAX_CLIENT_FRAME)
+            except FrameTooLong as err:
+                self.end(f"sent {err}")
+                return
             except socket.timeout:
                 self.end(f"silent for {self.settings.idle_timeout:g} s")
                 return
             except OSError as err:    # WebSocketError (end of stream, bad frame) included
                 self.end(f"connection lost ({err or 'end of stream'})")
                 return
-            if header.mask:
-                payload = header.unmask_payload(payload)
-            if header.opcode == WebSocket.OPCODE_CLOSE:
+            if opcode == OPCODE_CLOSE:
                 self.finish_politely(payload[:2] or struct.pack("!H", 1000))
                 return
-            if header.opcode == WebSocket.OPCODE_PING:
-                self.offer(frame(bytes(payload), WebSocket.OPCODE_PONG))
+            if opcode == OPCODE_PING:
+                self.offer(frame(payload, OPCODE_PONG))
 
     def finish_politely(self, code: bytes) -> None:
         """Answer the client's close frame after what is already queued, then stop."""
         self.reason = "closed by the client"
-        if self.offer(frame(bytes(code), WebSocket.OPCODE_CLOSE)) and not self.queue.full():
+        if self.offer(frame(bytes(code), OPCODE_CLOSE)) and not self.queue.full():
             self.queue.put_nowait(STOP)
             self.writer.join(timeout=2)
 
     def close(self) -> None:
         """Final clean-up, in the connection's own greenlet."""
         self.writer.kill(block=False)
-        self.ws.closed = True         # the library must not write after us
+        mark_closed(self.ws)          # the library must not write after us
         self.end(self.reason or "done")
 
 

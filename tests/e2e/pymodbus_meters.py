@@ -3,7 +3,7 @@ line, or ``... tcp HOST PORT`` as a Modbus TCP gateway, ``... rtu+tcp HOST PORT`
 RTU-over-TCP one (its RTU framer on a TCP socket).
 
 Holds an SDM630 at id 1, a Janitza B23 at id 26 and a DZG at id 36 with the
-values of EXPECTED, at addresses written out by hand from meters.md and
+values of EXPECTED, at addresses written out by hand from docs/registers.md and
 encoded here with struct (not with sdm.encoding).
 """
 
@@ -15,18 +15,18 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-# meters.md 1.2 (SDM630, FC 04, float32): address -> value
+# SDM630, FC 04, float32): address -> value
 SDM630 = {0x0000: 231.5, 0x0002: 229.25, 0x0004: 233.75, 0x0006: 1.5, 0x0008: 2.25, 0x000A: 3.125,
           0x000C: 330.5, 0x000E: -480.25, 0x0010: 700.0, 0x001E: 0.95, 0x0020: -0.875, 0x0022: 0.5,
           0x0034: 550.25, 0x0046: 49.96875, 0x0048: 1234.5, 0x004A: 321.25,
           0x00EA: 1.25, 0x00EC: 2.5, 0x00EE: 3.75, 0x00F8: 2.5,
           0x015A: 400.5, 0x015C: 500.25, 0x015E: 333.75, 0x0160: 10.5, 0x0162: 20.25, 0x0164: 290.5}
-# meters.md 2 (Janitza, FC 03, float32; energies in Wh)
+# Janitza, FC 03, float32; energies in Wh)
 JANITZA = {19000: 230.5, 19002: 231.5, 19004: 232.5, 19012: 4.5, 19014: 5.5, 19016: 6.5,
            19020: 1000.5, 19022: 1100.5, 19024: -1200.5, 19026: 900.5, 19044: 0.5, 19046: 0.75, 19048: -0.25,
            19050: 50.03125, 19062: 1500.0, 19064: 2500.0, 19066: 3500.0, 19068: 7500.0,
            19070: 100.0, 19072: 200.0, 19074: 300.0, 19076: 600.0}
-# meters.md 3 (DZG, FC 03, uint32 raw counts)
+# DZG, FC 03, uint32 raw counts)
 DZG = {0x0000: 12345, 0x0002: 678, 0x0004: 23012, 0x0006: 22987, 0x0008: 23101, 0x000A: 1234,
        0x000C: 2345, 0x000E: 3456, 0x0010: 987, 0x0012: 50012,
        0x4000: 1234567, 0x4020: 400001, 0x4040: 400002, 0x4060: 434564,

@@ -1,5 +1,6 @@
 """The live page in a real headless Chromium, against the gateway reading the simulator."""
 
+import json
 import re
 
 import pytest
@@ -129,3 +130,137 @@ def test_page_and_assets_use_relative_urls_so_a_reverse_proxy_sub_path_works(sim
             assert gw.get(f"/{ref}").status == 200, ref
     script = gw.get("/static/app.js").body.decode()
     assert 'new URL("ws?format=readings", window.location.href)' in script
+
+
+# Every card and every element in it within the window; an element wider than its card only
+# inside a horizontal scroller of that card; every value cell brought into view by scrolling.
+LAYOUT_PROBLEMS = """(() => {
+  const problems = [];
+  const view = document.documentElement;
+  const within = (inner, outer) => inner.left >= outer.left - 1 && inner.right <= outer.right + 1;
+  if (view.scrollWidth > view.clientWidth + 1)
+    problems.push(`the page scrolls sideways: ${view.scrollWidth} > ${view.clientWidth}`);
+  const visible = (node) => !node.closest('[hidden]') && node.getClientRects().length > 0;
+  for (const card of document.querySelectorAll('.meter, .panel')) {
+    const name = card.id || card.className;
+    const box = card.getBoundingClientRect();
+    if (!within(box, {left: 0, right: view.clientWidth})) problems.push(`${name}: outside the window`);
+    for (const node of card.querySelectorAll('*')) {
+      if (!visible(node)) continue;
+      const scroller = node.parentElement.closest('.scroll');
+      const overflow = scroller && card.contains(scroller) ? getComputedStyle(scroller).overflowX : '';
+      if (scroller && card.contains(scroller) && !['auto', 'scroll'].includes(overflow))
+        problems.push(`${name}: a scroller that does not scroll (${overflow})`);
+      if (!(scroller && card.contains(scroller)) && !within(node.getBoundingClientRect(), box))
+        problems.push(`${name}: ${node.tagName}.${node.className} sticks out of its card`);
+    }
+    for (const cell of card.querySelectorAll('td[data-key]')) {
+      if (!cell.dataset.key || !visible(cell)) continue;
+      cell.scrollIntoView({block: 'nearest', inline: 'nearest'});
+      const scroller = cell.closest('.scroll');
+      const rect = cell.getBoundingClientRect();
+      if (!within(rect, box) || (scroller && !within(rect, scroller.getBoundingClientRect())))
+        problems.push(`${name}: ${cell.dataset.key} cannot be scrolled into view`);
+    }
+    for (const scroller of card.querySelectorAll('.scroll')) scroller.scrollLeft = 0;
+  }
+  window.scrollTo(0, 0);
+  return problems;
+})()"""
+
+
+def set_width(page, width: int) -> None:
+    """Lay the page out as a window of that width (a phone below 600 px)."""
+    page.call("Emulation.setDeviceMetricsOverride", width=width, height=900 if width > 600 else 844,
+              deviceScaleFactor=1, mobile=width < 600)
+
+
+@pytest.mark.parametrize("width", [390, 900, 1280])
+def test_cards_and_tables_fit_at_phone_and_desktop_widths(simulator, gateway, page, width):
+    sim = simulator(DEVICES)
+    gw = gateway(sim.link, DEVICES)
+    set_width(page, width)
+    try:
+        page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
+        wait_until(lambda: page.evaluate("document.querySelectorAll('.meter[data-timestamp]').length") == 3,
+                   15, what="three meter cards with readings")
+        assert page.evaluate("window.innerWidth") == width
+        assert page.evaluate(LAYOUT_PROBLEMS) == []
+        columns = page.evaluate("new Set([...document.querySelectorAll('.meter')]"
+                                ".map(card => card.getBoundingClientRect().left)).size")
+        assert columns == (1 if width == 390 else 2 if width == 900 else 3)    # the cards reflow
+        shot = ROOT / "artifacts" / f"page-{width}.png"
+        page.screenshot(shot)
+        assert shot.stat().st_size > 10_000
+    finally:
+        page.call("Emulation.clearDeviceMetricsOverride")
+
+
+FAKE_SOCKET = """
+window.WebSocket = class {
+  constructor(url) {
+    this.url = url;
+    setTimeout(() => {
+      this.onopen && this.onopen();
+      for (const message of %s) this.onmessage({data: JSON.stringify(message)});
+    }, 0);
+  }
+  close() {}
+};
+"""
+
+
+def two_bus_feed(gw):
+    """What /ws will send once /status names meters and buses: two buses, both with a meter at id 1."""
+    house1, house26, garage1 = (gw.get(f"/last/{n}").json() for n in (1, 26, 2))
+    garage1.update(ModbusDeviceId=1, UniqueId="Garage1")
+    house1["UniqueId"], house26["UniqueId"] = "House1", "House26"
+    status = gw.get("/status").json()
+    status["Buses"] = [
+        {"Name": "house", "Port": "/dev/ttyUSB0", "Transport": "rtu", "Connected": True, "Reconnects": 0,
+         "Requests": 10, "Errors": 0},
+        {"Name": "garage", "Port": "/dev/ttyUSB1", "Transport": "rtu", "Connected": False, "Reconnects": 3,
+         "Requests": 5, "Errors": 5},
+    ]
+    status["ConfiguredMeters"] = [
+        {"Id": 1, "Type": "SDM630", "Status": "available", "UniqueId": "House1", "Name": "house-1", "Bus": "house"},
+        {"Id": 26, "Type": "JANITZA", "Status": "available", "UniqueId": "House26", "Name": "house-26",
+         "Bus": "house"},
+        {"Id": 1, "Type": "SDM120", "Status": "available", "UniqueId": "Garage1", "Name": "garage-1",
+         "Bus": "garage"},
+    ]
+    return [house1, house26, garage1, status], garage1
+
+
+GROUPS = """[...document.querySelectorAll('#meters .bus')].map(section => ({
+  heading: section.querySelector('.bus-head').hidden ? null : section.querySelector('.bus-name').textContent,
+  port: section.querySelector('.bus-port').textContent,
+  connected: section.querySelector('.bus-connected').textContent,
+  cards: [...section.querySelectorAll('.meter')].map(card => card.dataset.key)}))"""
+
+
+def test_cards_are_grouped_by_bus_and_keyed_by_name_when_status_gives_them(simulator, gateway, page):
+    sim = simulator(DEVICES)
+    gw = gateway(sim.link, DEVICES)
+    feed, garage1 = two_bus_feed(gw)
+    page.call("Page.addScriptToEvaluateOnNewDocument", source=FAKE_SOCKET % json.dumps(feed))
+    page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
+    wait_until(lambda: page.evaluate("document.querySelectorAll('.meter[data-timestamp]').length") == 3,
+               15, what="three meter cards with readings")
+    assert page.evaluate(GROUPS) == [
+        {"heading": "house", "port": "/dev/ttyUSB0 · rtu", "connected": "connected", "cards": ["house-1", "house-26"]},
+        {"heading": "garage", "port": "/dev/ttyUSB1 · rtu", "connected": "not connected", "cards": ["garage-1"]},
+    ]
+    garage = page.evaluate("document.getElementById('meter-garage-1').querySelector('[data-key=\"Power.L1\"]')"
+                           ".textContent")
+    assert_matches(garage, garage1["Power"]["L1"], "garage-1 Power.L1")
+    assert page.evaluate(LAYOUT_PROBLEMS) == []
+
+
+def test_without_bus_names_the_cards_form_one_group_without_heading(simulator, gateway, page):
+    sim = simulator(DEVICES)
+    gw = gateway(sim.link, DEVICES)
+    page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
+    wait_until(lambda: page.evaluate("document.querySelectorAll('.meter[data-timestamp]').length") == 3,
+               15, what="three meter cards with readings")
+    assert page.evaluate(GROUPS) == [{"heading": None, "port": "", "connected": "", "cards": ["1", "2", "26"]}]

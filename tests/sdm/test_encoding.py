@@ -2,6 +2,7 @@
 
 import math
 import struct
+from decimal import Decimal
 
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -71,4 +72,31 @@ def test_uint32_clamps_what_a_counter_cannot_hold():
 def test_float32_with_divisor_round_trip(kwh):
     """Janitza energy: the register holds Wh as float32, we publish kWh."""
     enc = float32_div(1000)
-    assert decode(encode(kwh, enc), enc) == shortest_float32(as_float32(kwh * 1000)) / 1000
+    meant = Decimal(repr(shortest_float32(as_float32(kwh * 1000)))) / 1000
+    assert Decimal(repr(decode(encode(kwh, enc), enc))) == meant
+
+
+def test_a_janitza_energy_is_published_as_the_decimal_the_meter_meant():
+    registers = encode(1215491.1, F32)          # the meter's Wh, as it stores them
+    assert repr(decode(registers, float32_div(1000.0))) == "1215.4911"
+    assert repr(1215491.1 / 1000.0) == "1215.4911000000002"   # what plain float division gives
+
+
+DIVISORS = st.sampled_from([10.0, 100.0, 1000.0, 10000.0])
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False), DIVISORS)
+def test_a_scaled_float32_is_its_shortest_decimal_divided_exactly(value, divisor):
+    shown = shortest_float32(value)
+    decoded = decode(encode(value, F32), float32_div(divisor))
+    meant = Decimal(repr(shown)) / Decimal(int(divisor))
+    if decoded == 0.0 or abs(meant) < Decimal("1e-300"):     # below the smallest double: rounds to 0
+        assert float(meant) == decoded
+        return
+    assert Decimal(repr(decoded)) == meant
+
+
+@given(st.integers(0, 0xFFFFFFFF), DIVISORS)
+def test_a_scaled_uint32_is_the_count_divided_exactly(count, divisor):
+    decoded = decode(struct.unpack(">HH", struct.pack(">I", count)), uint32(divisor))
+    assert Decimal(repr(decoded)) == Decimal(count) / Decimal(int(divisor))

@@ -124,7 +124,7 @@ def test_bad_record_arguments_exit_2_before_any_request(tmp_path, capsys, args, 
 
 
 def test_values_kept_while_the_disk_fails_are_bounded(monkeypatch):
-    from sdm.cli import logger as logger_cli
+    from sdm import recorder as logger_cli
 
     class FailingWriter:
         path = "broken.db"

@@ -1,7 +1,7 @@
 """sdm630_monitor's reading of firehose events, without a gateway."""
 
-from sdm.cli.logger import local_time
 from sdm.cli.monitor import Monitor, parser, status_url
+from sdm.follow import local_time
 from sdm.readings import rfc3339
 
 T1 = rfc3339(1_700_000_000.25)

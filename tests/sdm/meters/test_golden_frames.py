@@ -1,4 +1,4 @@
-"""Request bytes written out by hand from ../shared/reference/meters.md.
+"""Request bytes written out by hand from docs/registers.md.
 
 The simulator shares the gateway's tables, so a wrong address would pass every
 simulator test; these frames come from the reference, not from the tables.
@@ -13,29 +13,29 @@ from sdm.framing.rtu import build_request
 from sdm.meters.registry import lookup
 
 GOLDEN = [
-    # meters.md 1.2: SDM630, FC 04
+    # SDM630, FC 04
     ("sdm630", 1, "VolLocPhsA", "01 04 00 00 00 02 71 cb"),           # 30001
     ("sdm630", 1, "TotkWhImportPhsA", "01 04 01 5a 00 02 50 24"),     # 30347
     ("sdm630", 1, "ThdVol", "01 04 00 f8 00 02 f0 3a"),               # 30249
     ("sdm", 1, "VolLocPhsA", "01 04 00 00 00 02 71 cb"),              # gosdm630 alias
-    # meters.md 1.3: single-phase Eastron
+    # single-phase Eastron
     ("sdm120", 2, "TotkWhImport", "02 04 00 48 00 02 f1 ee"),         # 30073
     ("sdm120", 2, "TotkWh", "02 04 01 56 00 02 90 14"),               # 30343
     ("sdm220", 3, "PhAngPhsA", "03 04 00 24 00 02 30 22"),            # 30037
     ("sdm230", 4, "AngLocPhsA", "04 04 00 1e 00 02 11 98"),           # 30031
-    # meters.md 7 item 8: SDM530 on the SDM630 layout
+    # SDM530 on the SDM630 layout
     ("sdm530", 5, "Freq", "05 04 00 46 00 02 91 9a"),                 # 30071
-    # meters.md 2: Janitza B23, FC 03 from 19000
+    # Janitza B23, FC 03 from 19000
     ("janitza", 26, "VolLocPhsA", "1a 03 4a 38 00 02 50 35"),         # 19000
     ("janitza", 26, "TotkWhImport", "1a 03 4a 7c 00 02 10 20"),       # 19068
     ("janitza", 26, "TotkWhExport", "1a 03 4a 84 00 02 91 d1"),       # 19076
-    # meters.md 3: DZG DVH4013, FC 03
+    # DZG DVH4013, FC 03
     ("dzg", 36, "VolLocPhsA", "24 03 00 04 00 02 82 ff"),             # 0x0004
     ("dzg", 36, "TotkWhImportPhsA", "24 03 40 20 00 02 d7 34"),       # 0x4020
     ("dzg", 36, "TotkWhExportPhsC", "24 03 41 60 00 02 d7 1c"),       # 0x4160
 ]
 
-# meters.md 2, 3 and 7: how each of these values is encoded (kind, divisor)
+# how each of these values is encoded (kind, divisor)
 ENCODINGS = {
     ("janitza", "TotkWhImport"): (FLOAT32, 1000),     # register holds Wh
     ("janitza", "VolLocPhsA"): (FLOAT32, 1),
@@ -71,5 +71,5 @@ def test_encoding_matches_the_reference(key, encoding):
 
 
 def test_meter_code_request():
-    """meters.md 7 item 3: FC 03, holding register 0xFC02, one register."""
+    """docs/registers.md, detection: FC 03, holding register 0xFC02, one register."""
     assert build_request(1, 3, 0xFC02, 1) == bytes.fromhex("01 03 fc 02 00 01 15 9a")

@@ -1,0 +1,71 @@
+"""Lower-level use of gevent-websocket (written for and tested with gevent-websocket 0.10.1).
+
+The library's public ``WebSocket`` API (``receive``, ``send``, ``close``) reads and writes one
+message at a time in the connection's greenlet. /ws needs more, so it goes underneath:
+
+- frames are encoded once (``Header.encode_header``) and the same bytes go to every client, written
+  straight to the connection's stream (``ws.stream.write``) by each client's own writer greenlet,
+  where ``send`` would encode per client;
+- the client's frames are read one header at a time (``Header.decode_header``, ``ws.raw_read``), so an
+  oversized frame is refused before its payload is read (``receive`` reads up to the library's limit
+  first) and pings are answered through our own bounded queue;
+- a connection that /ws ended itself is marked closed (``ws.closed``), since the library's ``close``
+  would write a close frame of its own: on a refusal it would drop our close code (the library
+  writes 1000), and after a client vanished it would write to a dead socket;
+- the connection's socket (``ws.handler.socket``) gets a send buffer and a timeout of our own.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable, Tuple
+
+from geventwebsocket.websocket import Header, WebSocket
+
+OPCODE_TEXT = WebSocket.OPCODE_TEXT
+OPCODE_CLOSE = WebSocket.OPCODE_CLOSE
+OPCODE_PING = WebSocket.OPCODE_PING
+OPCODE_PONG = WebSocket.OPCODE_PONG
+
+
+class FrameTooLong(Exception):
+    """The client announced a frame longer than we accept (its payload is left unread)."""
+
+    def __init__(self, length: int):
+        super().__init__(f"a frame of {length} bytes")
+        self.length = length
+
+
+def frame(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
+    """One complete, unmasked (server to client) websocket frame."""
+    return bytes(Header.encode_header(True, opcode, b"", len(payload), 0)) + payload
+
+
+def raw_writer(ws: WebSocket) -> Callable[[bytes], None]:
+    """A function writing bytes (complete frames) straight to the connection."""
+    return ws.stream.write
+
+
+def connection_socket(ws: WebSocket) -> socket.socket:
+    """The TCP socket under the websocket."""
+    return ws.handler.socket
+
+
+def read_frame(ws: WebSocket, max_length: int) -> Tuple[int, bytes]:
+    """(opcode, unmasked payload) of the client's next frame.
+
+    Raises FrameTooLong before reading a payload over ``max_length``, and OSError (the library's
+    WebSocketError included) when the connection ends or breaks the protocol.
+    """
+    header = Header.decode_header(ws.stream)
+    if header.length > max_length:
+        raise FrameTooLong(header.length)
+    payload = ws.raw_read(header.length) if header.length else b""
+    if header.mask:
+        payload = header.unmask_payload(payload)
+    return header.opcode, bytes(payload)
+
+
+def mark_closed(ws: WebSocket) -> None:
+    """Tell the library the connection is finished, so that it writes nothing more on it."""
+    ws.closed = True

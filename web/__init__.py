@@ -1,1 +1,0 @@
-"""Static assets of the live page served at ``/`` (packaged with the wheel)."""
