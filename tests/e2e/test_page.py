@@ -13,7 +13,7 @@ PHASE_ROWS = ["Voltage", "Current", "Power", "Cosphi", "Import", "Export", "THD.
 SCREENSHOT = ROOT / "artifacts" / "page.png"
 
 SHOWN = """(() => {
-  const card = document.getElementById('meter-%d');
+  const card = document.getElementById('meter-Instrument%d');   // cards are keyed by meter name
   if (!card) return null;
   const cells = {};
   for (const td of card.querySelectorAll('td[data-key]'))
@@ -67,7 +67,7 @@ def assert_matches(text: str, value: float, where: str) -> None:
 
 
 def test_page_shows_every_meter_with_the_right_value_in_the_right_column(simulator, gateway, page):
-    sim = simulator(DEVICES)
+    sim = simulator(DEVICES, "--baud", "9600")   # paced: a reading stays long enough to compare
     gw = gateway(sim.link, DEVICES)
     page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
     wait_until(lambda: page.evaluate("document.querySelectorAll('.meter[data-timestamp]').length") == 3,
@@ -94,7 +94,7 @@ def test_page_shows_every_meter_with_the_right_value_in_the_right_column(simulat
     statuses = page.evaluate("[...document.querySelectorAll('#meter-counters tbody tr')]"
                              ".map(tr => tr.children[1].textContent)")
     assert statuses == ["available"] * 3
-    wait_until(lambda: page.evaluate("+document.querySelector('#meter-1 canvas').dataset.points") >= 4,
+    wait_until(lambda: page.evaluate("+document.querySelector('#meter-Instrument1 canvas').dataset.points") >= 4,
                15, interval=0.5, what="a few seconds of total power in the chart")
     page.screenshot(SCREENSHOT)
     assert SCREENSHOT.stat().st_size > 10_000
@@ -257,10 +257,12 @@ def test_cards_are_grouped_by_bus_and_keyed_by_name_when_status_gives_them(simul
     assert page.evaluate(LAYOUT_PROBLEMS) == []
 
 
-def test_without_bus_names_the_cards_form_one_group_without_heading(simulator, gateway, page):
+def test_a_one_bus_gateway_shows_one_group_headed_by_its_bus(simulator, gateway, page):
     sim = simulator(DEVICES)
     gw = gateway(sim.link, DEVICES)
     page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
     wait_until(lambda: page.evaluate("document.querySelectorAll('.meter[data-timestamp]').length") == 3,
                15, what="three meter cards with readings")
-    assert page.evaluate(GROUPS) == [{"heading": None, "port": "", "connected": "", "cards": ["1", "2", "26"]}]
+    wait_until(lambda: page.evaluate(GROUPS)[0]["connected"] == "connected", 10, what="the bus shown connected")
+    assert page.evaluate(GROUPS) == [{"heading": "bus", "port": f"{sim.link} · serial", "connected": "connected",
+                                      "cards": ["Instrument1", "Instrument2", "Instrument26"]}]
