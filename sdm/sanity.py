@@ -159,10 +159,16 @@ class CounterPolicy:
     confirm_seconds: float = 60.0    # T: ... spanning at least this long
     power_margin: float = 2.0        # the fastest plausible rise: rated power x this
     slack_kwh: float = 0.01          # absolute room on every comparison, on top of the register step
+    # Readings of a counter that has no accepted value yet (a first start without a state file, a
+    # new meter) before its first value is published; 1: the first valid reading.  There is
+    # nothing to compare a first value with, and a gateway must show its counters at once.
+    first_readings: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.confirm_readings, int) and self.confirm_readings >= 2):
             raise ValueError("confirm_readings must be a whole number of at least 2")
+        if not (isinstance(self.first_readings, int) and self.first_readings >= 1):
+            raise ValueError("first_readings must be a whole number of at least 1")
         for label, value in (("confirm_seconds", self.confirm_seconds), ("slack_kwh", self.slack_kwh)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{label} must be 0 or more")
@@ -304,7 +310,8 @@ class CounterGuard:
 
     def _confirm(self, track: _Track, raw: float, now: float, kind: Optional[str],
                  limit: _RiseLimit) -> Optional[str]:
-        """Hold ``raw`` back until N consecutive readings that continue each other span T seconds.
+        """Hold ``raw`` back until N consecutive readings that continue each other span T seconds
+        (a first value: until ``first_readings`` such readings, whatever time they span).
 
         Each reading of the run must be no lower than the one before (within the slack) and no
         higher than the meter could have counted since it.
@@ -316,8 +323,11 @@ class CounterGuard:
             run.last, run.last_at = raw, now
         else:
             run = track.run = _Run(kind, now, raw, now)
-        confirmed = (run.count >= self.policy.confirm_readings
-                     and run.last_at - run.first_at >= self.policy.confirm_seconds)
+        if kind is None:
+            confirmed = run.count >= self.policy.first_readings
+        else:
+            confirmed = (run.count >= self.policy.confirm_readings
+                         and run.last_at - run.first_at >= self.policy.confirm_seconds)
         if not confirmed:
             return kind
         self._accept(track, raw, now)
