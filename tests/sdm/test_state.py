@@ -162,7 +162,7 @@ def test_a_torn_or_garbage_state_file_is_reported_and_ignored(tmp_path, content)
     assert len(warnings) == 1 and str(path) in warnings[0] and "ignored" in warnings[0]
     assert guard.snapshot()["meters"] == {}
     out, _ = guard.apply("Instrument1", SDM630, {"TotkWhImport": 10.0}, 1e9)
-    assert out["TotkWhImport"] is None           # starts afresh: a first value needs confirming
+    assert out["TotkWhImport"] == 10.0           # starts afresh: nothing held against the meter
 
 
 def test_entries_that_do_not_fit_the_configuration_are_ignored_and_bad_ones_reported(tmp_path):
