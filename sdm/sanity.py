@@ -463,6 +463,12 @@ STATE_VERSION = 1
 STATE_FILE = "counters.json"
 SAVE_INTERVAL = 60.0
 
+Offload = Callable[[Callable[[], None]], None]   # runs a piece of blocking work, e.g. in a thread
+
+
+def _at_once(work: Callable[[], None]) -> None:
+    work()
+
 
 class CounterFile:
     """The guard's accepted values in one JSON file of the state directory.
@@ -510,21 +516,29 @@ class CounterFile:
             return False
         return self._last_attempt is None or self.clock() - self._last_attempt >= self.interval
 
-    def maybe_save(self, guard: CounterGuard) -> Optional[str]:
-        """Write when :meth:`due`; the reason when writing failed (retried after the interval)."""
+    def maybe_save(self, guard: CounterGuard, offload: Offload = _at_once) -> Optional[str]:
+        """Write when :meth:`due`; the reason when writing failed (retried after the interval).
+
+        ``offload`` runs the write (fsync can take long on an SD card): a gateway passes its
+        thread pool, so the loop serving clients never waits for the disk.
+        """
         if not self.due(guard):
             return None
         try:
-            self.save(guard)
+            self.save(guard, offload)
         except OSError as err:
             self._saved_confirmations = guard.confirmations   # do not retry on every reading
             return f"{self.path}: cannot be written ({err.strerror or err}); retrying in {self.interval:g} s"
         return None
 
-    def save(self, guard: CounterGuard) -> None:
-        """Write now (at a clean shutdown); OSError when the file cannot be written."""
+    def save(self, guard: CounterGuard, offload: Offload = _at_once) -> None:
+        """Write now (at a clean shutdown); OSError when the file cannot be written.
+
+        The snapshot is taken here, on the caller's thread (the guard is not shared with other
+        threads); only the bytes go to ``offload``.
+        """
         self._last_attempt = self.clock()
         changes, confirmations = guard.changes, guard.confirmations
         data = json.dumps(guard.snapshot(), indent=1, sort_keys=True).encode("utf-8")
-        atomic_write(self.path, data)
+        offload(lambda: atomic_write(self.path, data))
         self._saved_changes, self._saved_confirmations = changes, confirmations
