@@ -233,6 +233,11 @@ class _Track:
     accepted: Optional[float] = None
     accepted_at: float = 0.0
     run: Optional[_Run] = None
+    # Restored from the state file and not yet met by an accepted reading: judged against, but not
+    # published.  The file may lag behind what was published before a crash (it is written once a
+    # minute), so showing it could show less than before; a truthful meter's first reading after
+    # the restart is accepted and shown at once, a glitching one leaves the counter null meanwhile.
+    restored: bool = False
 
 
 @dataclass
@@ -280,10 +285,10 @@ class CounterGuard:
             track = meter.tracks.setdefault(name, _Track())
             previous = track.accepted
             kind = self._decide(track, name, model, raw, timestamp, rate_kw)
-            published[name] = track.accepted
+            published[name] = None if track.restored else track.accepted
             if kind is not None:
                 meter.counts[kind] += 1
-                events.append(CounterEvent(meter_key, name, kind, raw, track.accepted, previous, timestamp))
+                events.append(CounterEvent(meter_key, name, kind, raw, published[name], previous, timestamp))
         return published, events
 
     def _decide(self, track: _Track, name: str, model: MeterModel, raw: Optional[float], now: float,
@@ -337,7 +342,7 @@ class CounterGuard:
         return RESET if kind == DROP else STEP
 
     def _accept(self, track: _Track, raw: float, now: float) -> None:
-        track.accepted, track.accepted_at, track.run = raw, now, None
+        track.accepted, track.accepted_at, track.run, track.restored = raw, now, None, False
         self.changes += 1
 
     def _slack(self, model: MeterModel, name: str, value: float) -> float:
@@ -415,7 +420,7 @@ class CounterGuard:
             elif not (_number(value) and _number(at)) or _invalid(float(value)):
                 warnings.append(f"meter {key}: {name} has no valid saved value; ignored")
             else:
-                meter.tracks[name] = _Track(float(value), float(at))
+                meter.tracks[name] = _Track(float(value), float(at), restored=True)
         return warnings
 
 
