@@ -164,26 +164,6 @@ def test_two_gateways_on_one_broker_do_not_collide(simulator, gateway, broker, m
                                                     "Dropped": 0}
 
 
-def test_an_energy_drop_is_never_published(simulator, gateway, broker, mqtt_subscriber):
-    b = broker()
-    sub = mqtt_subscriber(b.port, ["sdm630/Instrument1/#"])
-    gw = mqtt_gateway(gateway, simulator, b, "--mqtt-per-value", "--ha-discovery",
-                      devices="sdm630:1", sim_args=("--energy-drop", "4"))
-    before = gw.get("/last/1").json()["TotalImport"]
-    wait_until(lambda: gw.get("/last/1").json()["TotalImport"] < before, 15, what="the simulated drop")
-    count = len(sub.on("sdm630/Instrument1/state"))
-    sub.wait_for("sdm630/Instrument1/state", after=count + 5)
-    states = parsed(sub.on("sdm630/Instrument1/state"))
-    for key in ENERGY_KEYS:
-        series = [s[key] for s in states]
-        assert None not in series and 0 not in series, key
-        assert series == sorted(series), key
-    per_value = [float(m.payload) for m in sub.on("sdm630/Instrument1/TotkWhImport")]
-    assert per_value == sorted(per_value) and len(per_value) > 5
-    assert states[-1]["TotalImport"] >= before > gw.get("/last/1").json()["TotalImport"]
-    assert "TotkWhImport fell from" in gw.log()
-
-
 def test_removed_meter_configs_are_cleared_at_the_next_start(simulator, gateway, broker, mqtt_subscriber):
     b = broker()
     sim = simulator(DEVICES)
