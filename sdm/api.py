@@ -101,6 +101,17 @@ def last_all_body(hub: Hub) -> bytes:
     return b"[" + b",".join(m.readings_json()[:-1] for m in hub.available()) + b"]\n"
 
 
+RAW_FLAGS = {"1": True, "true": True, "0": False, "false": False, "": False}
+
+
+def raw_asked() -> bool:
+    """``?raw=1``: the values as read, before the checks of sdm.sanity (400 for another value)."""
+    text = bottle.request.query.get("raw", "")
+    if text.lower() not in RAW_FLAGS:
+        raise ApiError(400, "raw must be 1 or 0")
+    return RAW_FLAGS[text.lower()]
+
+
 def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
     app = bottle.Bottle(catchall=True)
     app.config["json.enable"] = False
@@ -123,7 +134,8 @@ def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
 
     @app.get("/last/<id_text>")
     def last_one(id_text):
-        return json_response(meter(id_text).readings_json())
+        found = meter(id_text)
+        return json_response(found.raw_readings_json() if raw_asked() else found.readings_json())
 
     @app.get("/minuteavg")
     def average_all():
@@ -181,7 +193,8 @@ def fast_last(hub: Hub, app: Callable) -> Callable:
         return found.readings_json() if found.status == AVAILABLE else None
 
     def wsgi(environ, start_response):
-        body = body_for(environ.get("PATH_INFO", "")) if environ.get("REQUEST_METHOD") == "GET" else None
+        plain = environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING")
+        body = body_for(environ.get("PATH_INFO", "")) if plain else None
         if body is None:
             return app(environ, start_response)
         start_response("200 OK", headers(body))

@@ -64,6 +64,9 @@ class LoopSink:
     def set_status(self, name: str, status: str) -> None:
         self._post(self.hub.set_status, name, status)
 
+    def drop(self, name: str, names: Sequence[str]) -> None:
+        self._post(self.hub.drop, name, tuple(names))
+
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None:
         self._post(self.hub.bus_state, bus, connected, reopened, hint)

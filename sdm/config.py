@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from .meters.model import MeterModel
 from .meters.registry import MAX_SLAVE_ID, lookup, parse_device_list
-from .schedule import DEFAULT_SLOW_INTERVAL, schedules
+from .schedule import DEFAULT_SLOW_INTERVAL, parse_seconds, schedules
 from .topics import check_base
 from .transport import COMSETS, Comset, comset
 
@@ -54,6 +54,7 @@ class MeterConfig:
     pause: Optional[float] = None   # seconds of quiet before its next request; None: the model's
     interval: float = 0.0           # least seconds between the starts of two readings
     slow: float = 0.0               # read the slow set only every this many seconds; 0: every cycle
+    max_current: Optional[float] = None   # A per phase; None: the model's (a CT meter needs its own)
 
     @property
     def unique_id(self) -> str:
@@ -117,11 +118,22 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class CountersConfig:
+    """The energy-counter rules' numbers (sdm.sanity.CounterPolicy; reasons in docs/counters.md)."""
+
+    confirm_readings: int = 5       # N: consistent readings before a reset or step is believed
+    confirm_seconds: float = 60.0   # T: ... spanning at least this long
+    first_readings: int = 1         # readings before a counter's very first value is published
+
+
+@dataclass(frozen=True)
 class Config:
     buses: Tuple[BusConfig, ...]
     http: HttpConfig = field(default_factory=HttpConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    counters: CountersConfig = field(default_factory=CountersConfig)
+    state_dir: Optional[str] = None   # None: $STATE_DIRECTORY, $XDG_STATE_HOME/sdm, ~/.local/state/sdm
     verbose: bool = False
     source: str = "flags"           # the file's path when read from one (for messages and SIGHUP)
     name_format: str = DEFAULT_NAME_FORMAT   # a meter's default name, %d = its id (-f)
@@ -367,6 +379,16 @@ def slow_interval(value: Any) -> float:
         raise Unfit(f"a number of seconds > 0, or true ({DEFAULT_SLOW_INTERVAL:g} s)") from None
 
 
+def state_dir(value: Any) -> str:
+    text = string(value)
+    if not text.strip() or "\x00" in text:
+        raise Unfit("the path of a directory")
+    return text
+
+
+max_current = number(0, inclusive=False, unit="amperes")
+
+
 def pause_ms(value: Any) -> float:
     """Milliseconds in the file and on --pause; seconds in MeterConfig."""
     return number(0, unit="milliseconds")(value) / 1000.0
@@ -395,6 +417,11 @@ MQTT_KEYS: Dict[str, Check] = {
     "ha_prefix": _checked_by(check_base, "an MQTT topic prefix"),
 }
 METRICS_KEYS: Dict[str, Check] = {"bus_label": boolean}
+COUNTERS_KEYS: Dict[str, Check] = {
+    "confirm_readings": integer(2),
+    "confirm_seconds": number(0),
+    "first_readings": integer(1),
+}
 BUS_LIMITS: Dict[str, Check] = {
     "timeout": number(0, inclusive=False),
     "retries": integer(0),
@@ -402,8 +429,8 @@ BUS_LIMITS: Dict[str, Check] = {
     "reprobe_max": number(0, inclusive=False),
 }
 BUS_KEYS = ("name", "port", "comset", "baud", "parity", *BUS_LIMITS, "meter")
-METER_KEYS = ("type", "id", "name", "pause", "interval", "slow")
-TOP_KEYS = ("name_format", "verbose", "http", "mqtt", "metrics", "bus")
+METER_KEYS = ("type", "id", "name", "pause", "interval", "slow", "max_current")
+TOP_KEYS = ("name_format", "verbose", "state_dir", "http", "mqtt", "metrics", "counters", "bus")
 
 
 # -- where a key is written in the file ------------------------------------------------------------
@@ -611,6 +638,8 @@ def _config(top: Table) -> Config:
         http=HttpConfig(**_section(top.table("http"), HTTP_KEYS, HttpConfig())),
         mqtt=_mqtt(top.table("mqtt")),
         metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS, MetricsConfig())),
+        counters=CountersConfig(**_section(top.table("counters"), COUNTERS_KEYS, CountersConfig())),
+        state_dir=top.get("state_dir", state_dir, None),
         verbose=top.get("verbose", boolean, False),
         source=top.doc.source,
         name_format=names,
@@ -669,6 +698,7 @@ def _meter(table: Table, bus: str, names: str) -> MeterConfig:
         pause=table.get("pause", pause_ms, None),
         interval=table.get("interval", number(0), 0.0),
         slow=table.get("slow", slow_interval, 0.0),
+        max_current=table.get("max_current", max_current, None),
     )
 
 
@@ -789,10 +819,12 @@ def from_args(args: argparse.Namespace) -> Config:
     names = _flag("--unique_id_format", args.unique_id_format, name_format)
     pauses = parse_pauses(args.pause)
     plan = schedules([device_id for _, _, device_id in devices], args.interval, args.slow)
+    currents = _currents_from_args(args.max_current, [device_id for _, _, device_id in devices])
     meters = tuple(
         MeterConfig(bus=DEFAULT_BUS_NAME, device_id=device_id, type_name=type_name, model=model,
                     name=default_name(names, device_id), pause=pauses.get(model.key),
-                    interval=plan[device_id].interval, slow=plan[device_id].slow_interval)
+                    interval=plan[device_id].interval, slow=plan[device_id].slow_interval,
+                    max_current=currents.get(device_id))
         for type_name, model, device_id in devices)
     line = comset(args.comset)
     limits = {key: _flag("--" + key.replace("_", "-"), getattr(args, key), check)
@@ -806,12 +838,28 @@ def from_args(args: argparse.Namespace) -> Config:
         http=HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
                         max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls),
         mqtt=_mqtt_from_args(args), metrics=MetricsConfig(bus_label=False),
+        counters=CountersConfig(
+            confirm_readings=_flag("--counter-confirm", args.counter_confirm, COUNTERS_KEYS["confirm_readings"]),
+            confirm_seconds=_flag("--counter-confirm-seconds", args.counter_confirm_seconds,
+                                  COUNTERS_KEYS["confirm_seconds"])),
+        state_dir=None if args.state_dir is None else _flag("--state-dir", args.state_dir, state_dir),
         verbose=args.verbose, source="flags", name_format=names)
     try:
         check_gateway(config)
     except Clash as clash:
         raise ValueError(f"--unique_id_format {names!r}: {clash}") from None
     return config
+
+
+def _currents_from_args(items: Iterable[str], device_ids: Sequence[int]) -> Dict[int, float]:
+    """``--max-current [ID=]A`` items -> {id: amperes} for every configured meter they name."""
+    everyone, per_meter = parse_seconds(items, "--max-current", unit="amperes")
+    unknown = sorted(set(per_meter) - set(device_ids))
+    if unknown:
+        raise ValueError(f"--max-current names meter id {unknown[0]}, which is not configured")
+    currents = {device_id: per_meter.get(device_id, everyone) for device_id in device_ids}
+    return {device_id: _flag("--max-current", amperes, max_current)
+            for device_id, amperes in currents.items() if amperes is not None}
 
 
 def _mqtt_from_args(args: argparse.Namespace) -> MqttConfig:
@@ -878,6 +926,7 @@ def to_toml(config: Config) -> str:
     """
     out = [f"# sdm630_httpd --config FILE; written from {config.source}"]
     top = [("name_format", config.name_format)] if config.name_format != DEFAULT_NAME_FORMAT else []
+    top += [("state_dir", config.state_dir)] if config.state_dir is not None else []
     out += _lines(top + ([("verbose", True)] if config.verbose else []))
     out += ["", "# HTTP: listen address, websocket clients and /firehose requests at a time", "[http]"]
     out += _lines([("listen", config.http.listen)]
@@ -886,6 +935,10 @@ def to_toml(config: Config) -> str:
     if not config.metrics.bus_label:
         out += ["", "# Prometheus: no bus label on the meter series (as a gateway started with flags)",
                 "[metrics]", "bus_label = false"]
+    counters = _changed(config.counters, CountersConfig(), COUNTERS_KEYS)
+    if counters:
+        out += ["", "# energy counters: readings (and seconds) before a reset or step is believed", "[counters]"]
+        out += _lines(counters)
     for bus in config.buses:
         out += _bus_toml(bus, config.name_format)
     return "\n".join(out) + "\n"
@@ -928,4 +981,6 @@ def _meter_pairs(meter: MeterConfig, names: str) -> List[Tuple[str, Any]]:
         pairs.append(("interval", meter.interval))
     if meter.slow:
         pairs.append(("slow", meter.slow))
+    if meter.max_current is not None:
+        pairs.append(("max_current", meter.max_current))
     return pairs

@@ -3,7 +3,10 @@
 For each configured meter it keeps the last value of every measurement, a
 bounded one-minute window for averages, the meter's status and counters,
 and the serialized Readings JSON (made once per change, not per request);
-for each bus its connection state.  A meter is known by its name (unique in
+for each bus its connection state.  Every reading passes :class:`sdm.sanity.Sanity`
+first: what the outputs get is its decision (impossible values null, energy
+counters held back over glitches); the raw values are kept apart, for
+``/last/{id}?raw=1`` only.  A meter is known by its name (unique in
 the gateway); the same MODBUS id may exist on several buses.
 
 The hub lives on the gevent loop's thread.  Pollers run in threads of their
@@ -19,10 +22,11 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .config import MeterConfig
-from .readings import dumps, readings
+from .readings import dumps, readings, rfc3339
+from .sanity import COUNTERS, Checked, CounterEvent, Sanity
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ UNAVAILABLE = "unavailable"
 
 WINDOW_SECONDS = 60.0
 WINDOW_MAX_SAMPLES = 4096   # bounds memory whatever the poll rate
+RECENT_EVENTS = 10          # confirmed counter resets and steps kept per meter for /status
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class MeterState:
     errors: Counter = field(default_factory=Counter)
     window: Deque[Tuple[float, Mapping[str, Optional[float]]]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_MAX_SAMPLES))
+    raw: Dict[str, Optional[float]] = field(default_factory=dict)    # as read, before the checks
+    events: Deque[CounterEvent] = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))
     _json: Optional[bytes] = None
 
     @property
@@ -102,6 +109,10 @@ class MeterState:
             self._json = dumps(self.readings())
         return self._json
 
+    def raw_readings_json(self) -> bytes:
+        """The unchecked values of the newest reading, for diagnosis (made per request: rare)."""
+        return dumps(readings(self.config.name, self.device_id, self.timestamp, self.raw))
+
     def age(self, now: Optional[float] = None) -> Optional[float]:
         """Seconds since the last good reading, None if there never was one."""
         if not self.last_good:
@@ -113,7 +124,11 @@ class MeterState:
             self.window.popleft()
 
     def minute_average(self, now: Optional[float] = None) -> dict:
-        """Per-measurement mean over the last minute; nulls for an empty window."""
+        """Per-measurement mean over the last minute; nulls for an empty window.
+
+        An energy counter's "average" is its last accepted value: a mean of a rising count is a
+        number the meter never showed, and would lag behind what the other outputs publish.
+        """
         self.prune(now or time.time())
         sums: Dict[str, float] = {}
         counts: Dict[str, int] = {}
@@ -122,7 +137,8 @@ class MeterState:
                 if value is not None and math.isfinite(value):
                     sums[name] = sums.get(name, 0.0) + value
                     counts[name] = counts.get(name, 0) + 1
-        means = {name: sums[name] / counts[name] for name in sums}
+        means = {name: self.values[name] if name in COUNTERS else sums[name] / counts[name]
+                 for name in sums}
         newest = self.window[-1][0] if self.window else 0.0
         return readings(self.config.name, self.device_id, newest, means)
 
@@ -133,9 +149,11 @@ Subscriber = Callable[[object], None]
 class Hub:
     """Meters by name, their readings, the buses' state, and the subscribers to updates."""
 
-    def __init__(self, configs: Iterable[MeterConfig], buses: Iterable[BusState] = ()):
+    def __init__(self, configs: Iterable[MeterConfig], buses: Iterable[BusState] = (),
+                 sanity: Optional[Sanity] = None):
         configs = list(configs)
         self.started = time.time()
+        self.sanity = sanity or Sanity()
         self.buses: Dict[str, BusState] = {bus.name: bus for bus in buses}
         for config in configs:
             self.buses.setdefault(config.bus, BusState(config.bus))
@@ -150,17 +168,53 @@ class Hub:
     # -- written by the pollers ------------------------------------------------
     def publish(self, name: str, values: Mapping[str, Optional[float]],
                 timestamp: Optional[float] = None, complete: bool = False) -> None:
-        """Merge a successful read into the meter's last values and tell subscribers."""
+        """Check a successful read, merge what may be published into the meter's last values and
+        tell subscribers (they never see a raw value)."""
         meter = self.meters[name]
         now = timestamp or time.time()
-        meter.values.update(values)
+        checked = self.sanity.check(name, meter.config.model, values, now)
+        self._log_checks(meter, checked)
+        published = checked.values
+        meter.raw.update(values)
+        meter.values.update(published)
         meter.timestamp = meter.last_good = now
-        meter.window.append((now, dict(values)))
+        meter.window.append((now, published))
         meter.prune(now)
         meter._json = None
         if complete:
             meter.complete_readings += 1
-        self._emit(MeterUpdate(name, meter.device_id, dict(values), now, complete))
+        self._emit(MeterUpdate(name, meter.device_id, dict(published), now, complete))
+
+    def _log_checks(self, meter: MeterState, checked: Checked) -> None:
+        """One line per refused value or counter event; held-back readings only with -v."""
+        bus = meter.config.bus
+        for value_name, raw in checked.refused.items():
+            log.debug("bus %s, meter %s: %s read %r, outside its physical bounds; published as null",
+                      bus, meter.name, value_name, raw)
+        for event in checked.events:
+            if event.held:
+                log.debug("bus %s, %s", bus, event.message())
+            else:
+                meter.events.append(event)
+                log.warning("bus %s, %s", bus, event.message())
+
+    def checks(self, meter: MeterState) -> Dict[str, object]:
+        """What /status shows of the checks of one meter: counts by kind, recent resets and steps."""
+        return {
+            "Counts": self.sanity.counts(meter.name),
+            "CounterEvents": [
+                {"Time": rfc3339(event.timestamp), "Value": event.name, "Kind": event.kind,
+                 "From": event.previous, "To": event.published}
+                for event in meter.events],
+        }
+
+    def drop(self, name: str, names: Sequence[str]) -> None:
+        """Values a meter is no longer asked for: null from now on, never an old number with a
+        new timestamp (subscribers learn it with the meter's next update)."""
+        meter = self.meters[name]
+        for value_name in names:
+            meter.values[value_name] = meter.raw[value_name] = None
+        meter._json = None
 
     def set_status(self, name: str, status: str) -> None:
         meter = self.meters[name]

@@ -10,8 +10,9 @@ The hub calls :meth:`MqttPublisher.on_event` in the poller's greenlet: it
 only appends to a bounded queue (the oldest entry is dropped and counted when
 it is full, e.g. while the broker is away).  A greenlet of its own turns the
 queue into publishes while connected; paho's network loop runs in another and
-reconnects with back-off.  Energy counters never go down on the wire (Home
-Assistant would book a drop as a meter reset).
+reconnects with back-off.  It publishes the hub's checked values only, so energy
+counters never go down on the wire (Home Assistant would book a drop as a meter
+reset): sdm.sanity decides that for every output at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import socket
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Deque, Dict, Mapping, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
 import gevent
@@ -32,7 +33,6 @@ import gevent.event
 from .config import MqttConfig
 from .ha_discovery import OFFLINE, ONLINE, DiscoverySettings, config_filter, encoded_configs
 from .hub import AVAILABLE, AvailabilityUpdate, Hub, MeterState, MeterUpdate
-from .measurements import describe
 from .readings import dumps, readings
 from .topics import Topics, check_base
 
@@ -48,7 +48,6 @@ def _paho():
 log = logging.getLogger(__name__)
 
 SCHEMES = {"tcp": False, "mqtt": False, "ssl": True, "tls": True, "mqtts": True}
-COUNTER_UNITS = ("kWh", "kvarh")
 OUTSTANDING_MAX = 100        # publishes handed to paho but not yet written/acknowledged
 KEEPALIVE = 30
 
@@ -179,38 +178,6 @@ def _no_delay(client, userdata, sock) -> None:
         pass
 
 
-class CounterGuard:
-    """Keeps energy counters from going down on the wire.
-
-    A counter lower than the highest value published for it (a meter glitch,
-    a swapped meter) is replaced by that value until the meter exceeds it; a
-    missing counter keeps its last value instead of becoming null.
-    """
-
-    def __init__(self) -> None:
-        self.highest: Dict[Tuple[str, str], float] = {}
-        self.holding: Set[Tuple[str, str]] = set()   # counters being held up after a drop
-
-    def apply(self, meter: str, values: Mapping[str, Optional[float]]) -> Dict[str, Optional[float]]:
-        guarded = dict(values)
-        for name, value in values.items():
-            if describe(name).unit not in COUNTER_UNITS:
-                continue
-            key = (meter, name)
-            last = self.highest.get(key)
-            if last is None or (value is not None and value >= last):
-                if value is not None:
-                    self.highest[key] = value
-                self.holding.discard(key)
-                continue
-            guarded[name] = last
-            if value is not None and key not in self.holding:
-                self.holding.add(key)
-                log.warning("meter %s: %s fell from %s to %s; MQTT keeps %s until the meter exceeds it",
-                            meter, name, last, value, last)
-        return guarded
-
-
 class MqttPublisher:
     """Publishes hub updates to one broker; reconnects for as long as the gateway runs."""
 
@@ -219,7 +186,6 @@ class MqttPublisher:
         self.settings = settings
         self.topics = Topics(settings.base)
         self.counters: Dict[str, object] = {"Connected": False, "Reconnects": 0, "Published": 0, "Dropped": 0}
-        self.guard = CounterGuard()
         self.queue: Deque[tuple] = deque()
         self._wake = gevent.event.Event()
         self._resync = False
@@ -411,11 +377,10 @@ class MqttPublisher:
         topic = self.topics.state(meter.config.unique_id)
         if self._rate_limited(topic):
             return
-        guarded = self.guard.apply(meter.name, values)
-        self._publish(topic, dumps(readings(meter.config.unique_id, meter.device_id, timestamp, guarded))[:-1])
+        self._publish(topic, dumps(readings(meter.config.unique_id, meter.device_id, timestamp, values))[:-1])
 
     def _send_values(self, meter: MeterState, values: Mapping[str, Optional[float]]) -> None:
-        for name, value in self.guard.apply(meter.name, values).items():
+        for name, value in values.items():
             topic = self.topics.value(meter.config.unique_id, name)
             if value is not None and not self._rate_limited(topic):
                 self._publish(topic, b"%.3f" % value)

@@ -54,6 +54,7 @@ class Sink(Protocol):
                 timestamp: Optional[float] = None, complete: bool = False) -> None: ...
     def count(self, name: str, error_kind: Optional[str] = None) -> None: ...
     def set_status(self, name: str, status: str) -> None: ...
+    def drop(self, name: str, names: Sequence[str]) -> None: ...
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None: ...
 
@@ -72,6 +73,13 @@ def schedule_of(config: MeterConfig, settings: PollSettings) -> Schedule:
     return Schedule(config.interval, config.slow)
 
 
+# A block a meter refused is asked for whole again after this long, then twice as long after each
+# new refusal, up to REPLAN_MAX: one garbled "illegal data address" must not cost values until the
+# next restart, and a register a meter really lacks costs one refused request per REPLAN_MAX.
+REPLAN_MIN = 30.0
+REPLAN_MAX = 3600.0
+
+
 class MeterReader:
     """One meter's schedule: its blocks, the cycle under way, failures and back-off."""
 
@@ -82,11 +90,9 @@ class MeterReader:
         self.pause = pause_of(config, settings)
         self.schedule = schedule_of(config, settings)
         self._overhead = request_overhead_chars(cost, self.pause)
-        self.blocks: List[Block] = self._plan(model.registers)   # every value
-        fast = [reg for reg in model.registers if not is_slow(reg.name)]
-        # The fast set alone, for the cycles between two reads of the slow set.
-        self.fast_blocks: Optional[List[Block]] = (
-            self._plan(fast) if self.schedule.slow_interval and 0 < len(fast) < len(model.registers) else None)
+        self.blocks: List[Block] = []
+        self.fast_blocks: Optional[List[Block]] = None
+        self._make_plans()
         self.cycle_blocks = self.blocks   # the plan of the cycle under way
         self.probe_block = make_block([model.register(model.probe)])
         self.pending: Deque[Block] = deque()
@@ -97,6 +103,17 @@ class MeterReader:
         self.cycle_due = 0.0          # when the cycle under way (or the next) is due to start
         self.slow_due = 0.0           # when the slow set is due to be read again
         self.backoff = settings.reprobe_min
+        self.replan_at: Optional[float] = None   # when refused blocks are asked for whole again
+        self.replan_delay = REPLAN_MIN
+        self.dropped: List[str] = []             # values just given up, for the poller to null
+
+    def _make_plans(self) -> None:
+        """Every value's blocks, and the fast set's alone for the cycles between two reads of the slow set."""
+        registers = self.config.model.registers
+        self.blocks = self._plan(registers)
+        fast = [reg for reg in registers if not is_slow(reg.name)]
+        self.fast_blocks = (
+            self._plan(fast) if self.schedule.slow_interval and 0 < len(fast) < len(registers) else None)
 
     def _plan(self, regs) -> List[Block]:
         """The requests of a cycle, shortest first: after a start the first values come soonest."""
@@ -125,6 +142,10 @@ class MeterReader:
         return self.pending[0]
 
     def _start_cycle(self, now: float) -> None:
+        if self.replan_at is not None and now >= self.replan_at:
+            log.info("%s: asking again for the blocks it refused", self.label)
+            self.replan_at = None
+            self._make_plans()
         self.cycle_due = next_due(self.cycle_due, now, self.schedule.interval)   # the next one's
         if self.fast_blocks is None or now >= self.slow_due:
             self.cycle_blocks = self.blocks
@@ -139,6 +160,8 @@ class MeterReader:
         if self.pending:
             return False
         self.ready_at = max(self.ready_at, self.cycle_due)
+        if self.replan_at is None:
+            self.replan_delay = REPLAN_MIN    # a whole cycle without a refusal
         return True
 
     def succeeded(self, now: float) -> bool:
@@ -157,7 +180,7 @@ class MeterReader:
         """Book a failed exchange: fall back, retry, skip, or give the meter up."""
         self.ready_at = now + self.pause
         if isinstance(error, rtu.ExceptionReply) and error.code == rtu.ILLEGAL_DATA_ADDRESS and self.available:
-            self._refused(block)
+            self._refused(block, now)
             return
         self.failures += 1
         if not self.available:
@@ -183,10 +206,14 @@ class MeterReader:
         self.failures = 0
         self.backoff = self.settings.reprobe_min
 
-    def _refused(self, block: Block) -> None:
+    def _refused(self, block: Block, now: float) -> None:
         """The meter said 'illegal data address': read the block's values one by one,
-        or stop asking for a single value it does not have; remembered for good
-        (by the plan under way: the other plan learns it when it meets the block)."""
+        or stop asking for a single value it does not have (its value is null from now on).
+        Remembered by the plan under way (the other plan learns it when it meets the block)
+        until the plans are made afresh after a back-off (REPLAN_MIN .. REPLAN_MAX)."""
+        if self.replan_at is None:
+            self.replan_at = now + self.replan_delay
+            self.replan_delay = min(self.replan_delay * 2, REPLAN_MAX)
         blocks = self.cycle_blocks
         index = blocks.index(block)
         if len(block.registers) > 1:
@@ -197,8 +224,9 @@ class MeterReader:
             self.pending.popleft()
             self.pending.extendleft(reversed(parts))
         else:
-            log.warning("%s: has no %s (address %d refused); no longer read",
-                        self.label, block.registers[0].name, block.start)
+            log.warning("%s: has no %s (address %d refused); null until asked again in %g s",
+                        self.label, block.registers[0].name, block.start, self.replan_at - now)
+            self.dropped.append(block.registers[0].name)
             del blocks[index]
             self._done()
             if not blocks:
@@ -297,6 +325,9 @@ class Poller:
                   block.count, err, err.kind)
         was_available = reader.available
         reader.failed(block, err, self.clock())
+        if reader.dropped:
+            self.sink.drop(reader.name, reader.dropped)
+            reader.dropped = []
         if was_available and not reader.available:
             log.warning("%s: %d failed exchanges in a row (last: %s); unavailable, re-probing",
                         reader.label, reader.failures, err)

@@ -159,10 +159,16 @@ class CounterPolicy:
     confirm_seconds: float = 60.0    # T: ... spanning at least this long
     power_margin: float = 2.0        # the fastest plausible rise: rated power x this
     slack_kwh: float = 0.01          # absolute room on every comparison, on top of the register step
+    # Readings of a counter that has no accepted value yet (a first start without a state file, a
+    # new meter) before its first value is published; 1: the first valid reading.  There is
+    # nothing to compare a first value with, and a gateway must show its counters at once.
+    first_readings: int = 1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.confirm_readings, int) and self.confirm_readings >= 2):
             raise ValueError("confirm_readings must be a whole number of at least 2")
+        if not (isinstance(self.first_readings, int) and self.first_readings >= 1):
+            raise ValueError("first_readings must be a whole number of at least 1")
         for label, value in (("confirm_seconds", self.confirm_seconds), ("slack_kwh", self.slack_kwh)):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{label} must be 0 or more")
@@ -227,6 +233,11 @@ class _Track:
     accepted: Optional[float] = None
     accepted_at: float = 0.0
     run: Optional[_Run] = None
+    # Restored from the state file and not yet met by an accepted reading: judged against, but not
+    # published.  The file may lag behind what was published before a crash (it is written once a
+    # minute), so showing it could show less than before; a truthful meter's first reading after
+    # the restart is accepted and shown at once, a glitching one leaves the counter null meanwhile.
+    restored: bool = False
 
 
 @dataclass
@@ -274,10 +285,10 @@ class CounterGuard:
             track = meter.tracks.setdefault(name, _Track())
             previous = track.accepted
             kind = self._decide(track, name, model, raw, timestamp, rate_kw)
-            published[name] = track.accepted
+            published[name] = None if track.restored else track.accepted
             if kind is not None:
                 meter.counts[kind] += 1
-                events.append(CounterEvent(meter_key, name, kind, raw, track.accepted, previous, timestamp))
+                events.append(CounterEvent(meter_key, name, kind, raw, published[name], previous, timestamp))
         return published, events
 
     def _decide(self, track: _Track, name: str, model: MeterModel, raw: Optional[float], now: float,
@@ -304,7 +315,8 @@ class CounterGuard:
 
     def _confirm(self, track: _Track, raw: float, now: float, kind: Optional[str],
                  limit: _RiseLimit) -> Optional[str]:
-        """Hold ``raw`` back until N consecutive readings that continue each other span T seconds.
+        """Hold ``raw`` back until N consecutive readings that continue each other span T seconds
+        (a first value: until ``first_readings`` such readings, whatever time they span).
 
         Each reading of the run must be no lower than the one before (within the slack) and no
         higher than the meter could have counted since it.
@@ -316,8 +328,11 @@ class CounterGuard:
             run.last, run.last_at = raw, now
         else:
             run = track.run = _Run(kind, now, raw, now)
-        confirmed = (run.count >= self.policy.confirm_readings
-                     and run.last_at - run.first_at >= self.policy.confirm_seconds)
+        if kind is None:
+            confirmed = run.count >= self.policy.first_readings
+        else:
+            confirmed = (run.count >= self.policy.confirm_readings
+                         and run.last_at - run.first_at >= self.policy.confirm_seconds)
         if not confirmed:
             return kind
         self._accept(track, raw, now)
@@ -327,7 +342,7 @@ class CounterGuard:
         return RESET if kind == DROP else STEP
 
     def _accept(self, track: _Track, raw: float, now: float) -> None:
-        track.accepted, track.accepted_at, track.run = raw, now, None
+        track.accepted, track.accepted_at, track.run, track.restored = raw, now, None, False
         self.changes += 1
 
     def _slack(self, model: MeterModel, name: str, value: float) -> float:
@@ -405,7 +420,7 @@ class CounterGuard:
             elif not (_number(value) and _number(at)) or _invalid(float(value)):
                 warnings.append(f"meter {key}: {name} has no valid saved value; ignored")
             else:
-                meter.tracks[name] = _Track(float(value), float(at))
+                meter.tracks[name] = _Track(float(value), float(at), restored=True)
         return warnings
 
 
@@ -452,6 +467,12 @@ STATE_FORMAT = "sdm-counters"
 STATE_VERSION = 1
 STATE_FILE = "counters.json"
 SAVE_INTERVAL = 60.0
+
+Offload = Callable[[Callable[[], None]], None]   # runs a piece of blocking work, e.g. in a thread
+
+
+def _at_once(work: Callable[[], None]) -> None:
+    work()
 
 
 class CounterFile:
@@ -500,21 +521,29 @@ class CounterFile:
             return False
         return self._last_attempt is None or self.clock() - self._last_attempt >= self.interval
 
-    def maybe_save(self, guard: CounterGuard) -> Optional[str]:
-        """Write when :meth:`due`; the reason when writing failed (retried after the interval)."""
+    def maybe_save(self, guard: CounterGuard, offload: Offload = _at_once) -> Optional[str]:
+        """Write when :meth:`due`; the reason when writing failed (retried after the interval).
+
+        ``offload`` runs the write (fsync can take long on an SD card): a gateway passes its
+        thread pool, so the loop serving clients never waits for the disk.
+        """
         if not self.due(guard):
             return None
         try:
-            self.save(guard)
+            self.save(guard, offload)
         except OSError as err:
             self._saved_confirmations = guard.confirmations   # do not retry on every reading
             return f"{self.path}: cannot be written ({err.strerror or err}); retrying in {self.interval:g} s"
         return None
 
-    def save(self, guard: CounterGuard) -> None:
-        """Write now (at a clean shutdown); OSError when the file cannot be written."""
+    def save(self, guard: CounterGuard, offload: Offload = _at_once) -> None:
+        """Write now (at a clean shutdown); OSError when the file cannot be written.
+
+        The snapshot is taken here, on the caller's thread (the guard is not shared with other
+        threads); only the bytes go to ``offload``.
+        """
         self._last_attempt = self.clock()
         changes, confirmations = guard.changes, guard.confirmations
         data = json.dumps(guard.snapshot(), indent=1, sort_keys=True).encode("utf-8")
-        atomic_write(self.path, data)
+        offload(lambda: atomic_write(self.path, data))
         self._saved_changes, self._saved_confirmations = changes, confirmations

@@ -41,8 +41,9 @@ def next_due(due: float, started: float, interval: float) -> float:
     return base + interval
 
 
-def parse_seconds(items: Iterable[str], flag: str) -> Tuple[Optional[float], Dict[int, float]]:
-    """``SECONDS`` (every meter) or ``ID=SECONDS`` items -> (for all, {id: seconds})."""
+def parse_seconds(items: Iterable[str], flag: str, unit: str = "seconds") -> Tuple[Optional[float], Dict[int, float]]:
+    """``SECONDS`` (every meter) or ``ID=SECONDS`` items -> (for all, {id: seconds}); ``unit`` names
+    what the numbers are in messages (the same form serves amperes)."""
     everyone: Optional[float] = None
     per_meter: Dict[int, float] = {}
     for item in items:
@@ -50,9 +51,9 @@ def parse_seconds(items: Iterable[str], flag: str) -> Tuple[Optional[float], Dic
         try:
             seconds = float(seconds_text)
         except ValueError:
-            raise ValueError(f"{flag} {item!r}: {seconds_text!r} is not a number of seconds") from None
+            raise ValueError(f"{flag} {item!r}: {seconds_text!r} is not a number of {unit}") from None
         if not 0 <= seconds < float("inf"):
-            raise ValueError(f"{flag} {item!r}: seconds must be 0 or more")
+            raise ValueError(f"{flag} {item!r}: {unit} must be 0 or more")
         if sep:
             try:
                 per_meter[parse_slave_id(id_text)] = seconds

@@ -95,6 +95,7 @@ def status(hub: Hub) -> Dict[str, Any]:
                 "Requests": meter.requests,
                 "Errors": sum(meter.errors.values()),
                 "ErrorsByKind": _kinds(meter.errors),
+                "Checks": hub.checks(meter),
             }
             for meter in hub.meters.values()
         ],

@@ -63,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
                    help="S seconds after start, every energy counter reads 1000 times its value once (good CRC)")
     p.add_argument("--energy-zero", type=float, default=None, metavar="S",
                    help="S seconds after start, every energy counter reads 0 once")
+    p.add_argument("--energy-nan", type=float, default=None, metavar="S",
+                   help="S seconds after start, every energy counter reads NaN once (good CRC)")
     p.add_argument("--energy-reset", type=float, default=None, metavar="S",
                    help="S seconds after start, every energy counter restarts from 0 and counts on (a real reset)")
     p.add_argument("--energy-wrap", type=float, default=None, metavar="S",
@@ -91,7 +93,7 @@ def _ids(text: str) -> List[int]:
 def glitches_from_args(args: argparse.Namespace) -> EnergyGlitches:
     """The counter glitches of the --energy-* flags (ValueError for a negative time)."""
     glitches = EnergyGlitches(drop=args.energy_drop, spike=args.energy_spike, zero=args.energy_zero,
-                              reset=args.energy_reset, wrap=args.energy_wrap)
+                              nan=args.energy_nan, reset=args.energy_reset, wrap=args.energy_wrap)
     for kind, at in vars(glitches).items():
         if at is not None and not (math.isfinite(at) and at >= 0):
             raise ValueError(f"--energy-{kind} must be 0 or more seconds, not {at}")

@@ -8,13 +8,14 @@ requests: import while P > 0, export while P < 0.  A seed makes it repeatable.
 
 Counter glitches, each at a time after the start (:class:`EnergyGlitches`), test what the
 gateway makes of a misbehaving meter: a drop (every counter falls to half and counts on from
-there), a spike (every counter x1000 for one reading), a zero (0 for one reading), a reset
+there), a spike (every counter x1000 for one reading), a zero (0 for one reading), a NaN (the
+float32 NaN, or what an integer register makes of it, for one reading), a reset
 (every counter restarts from 0 and counts on) and a wrap: a counter kept in an unsigned
 register with a divisor (DZG: uint32 / 1000) rolls over to 0 at 2**32 / divisor; with the wrap
 option such counters start just so far below that limit that, at the power of the start, they
 roll over that many seconds later (about then: the power drifts).
 Float32 counters (Eastron, Janitza) never wrap; they only lose resolution as they grow.
-"One reading" of a spike or zero means: each counter shows it once, to the first request that
+"One reading" of a spike, zero or NaN means: each counter shows it once, to the first request that
 reads it after the glitch time, whichever block of the meter's plan that is.
 """
 
@@ -44,6 +45,7 @@ class EnergyGlitches:
     drop: Optional[float] = None
     spike: Optional[float] = None
     zero: Optional[float] = None
+    nan: Optional[float] = None
     reset: Optional[float] = None
     wrap: Optional[float] = None
 
@@ -94,7 +96,7 @@ class Physics:
 
     def serve(self, names: Iterable[str]) -> Dict[str, float]:
         """What the meter answers when ``names`` are read: :meth:`sample`, with a pending
-        one-reading glitch (spike, zero) shown on those names and then used up."""
+        one-reading glitch (spike, zero, NaN) shown on those names and then used up."""
         values = self.sample()
         wanted = self._one_shot.keys() & set(names)
         if not wanted:
@@ -122,6 +124,8 @@ class Physics:
             self._one_shot = {name: SPIKE_FACTOR for name in COUNTERS & self.values.keys()}
         if self._due("zero", elapsed):
             self._one_shot = {name: 0.0 for name in COUNTERS & self.values.keys()}
+        if self._due("nan", elapsed):
+            self._one_shot = {name: math.nan for name in COUNTERS & self.values.keys()}
 
     def _counters(self) -> Tuple[List[float], List[float], List[float], List[float]]:
         """Per phase: kWh imported, exported, kvarh imported, exported."""

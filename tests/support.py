@@ -70,14 +70,15 @@ def python_cmd(module: str, *args: str) -> List[str]:
 class Process:
     """A child process whose output goes to a log file we can show on failure."""
 
-    def __init__(self, cmd: List[str], log_path: Path):
+    def __init__(self, cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None):
         self.cmd = cmd
         self.log_path = Path(log_path)
+        self.env = env
         self.proc: Optional[subprocess.Popen] = None
 
     def spawn(self) -> None:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
 
     def log(self) -> str:
         try:
@@ -117,12 +118,19 @@ class Simulator(Process):
         return self
 
 
+def own_state(directory: Path) -> Dict[str, str]:
+    """The environment of a gateway with a state directory of its own (as systemd's StateDirectory=
+    gives), so that tests never share counter state with each other or with the user's."""
+    return {**os.environ, "STATE_DIRECTORY": str(directory)}
+
+
 class Gateway(Process):
     def __init__(self, link: str, devices: str, extra: List[str], log_path: Path):
         self.port = free_port()
         self.devices = devices
         super().__init__(python_cmd("sdm.cli.httpd", "-s", link, "-d", devices,
-                                    "-u", f"127.0.0.1:{self.port}", *extra), log_path)
+                                    "-u", f"127.0.0.1:{self.port}", *extra), log_path,
+                         own_state(Path(log_path).parent / f"state-{self.port}"))
 
     @classmethod
     def from_file(cls, config_text: str, path: Path, *extra: str) -> Gateway:
@@ -133,7 +141,7 @@ class Gateway(Process):
         gateway.devices = ""
         path.write_text(config_text.replace("{http}", f'[http]\nlisten = "127.0.0.1:{gateway.port}"\n'))
         Process.__init__(gateway, python_cmd("sdm.cli.httpd", "--config", str(path), *extra),
-                         path.with_suffix(".log"))
+                         path.with_suffix(".log"), own_state(path.parent / f"state-{gateway.port}"))
         return gateway
 
     def get(self, path: str, **kwargs) -> Response:

@@ -15,9 +15,12 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from .. import config as configuration  # noqa: E402
 from ..bus import BusThreads, bus_state_of  # noqa: E402
+from ..config import CountersConfig  # noqa: E402
 from ..hub import Hub  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
+from ..sanity import STATE_FILE, CounterFile, CounterGuard, CounterPolicy, Sanity, rating_of  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
+from ..state import StateError, state_dir  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -54,6 +57,18 @@ def parser() -> argparse.ArgumentParser:
                    help="read energy counters, THD and frequency only every SECONDS (default "
                         f"{DEFAULT_SLOW_INTERVAL:g}), power, voltage, current and power factor every cycle; "
                         "for meter ID or every meter; repeatable (default: everything every cycle)")
+    p.add_argument("--max-current", action="append", default=[], metavar="[ID=]AMPERES",
+                   help="rated current per phase of meter ID (of every meter without ID=), for one "
+                        "behind current transformers: bounds and counter rises follow it; repeatable "
+                        "(default: the model's)")
+    p.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="where the last accepted energy counters are kept across restarts (default: "
+                        "$STATE_DIRECTORY, else $XDG_STATE_HOME/sdm, else ~/.local/state/sdm)")
+    p.add_argument("--counter-confirm", type=int, default=CountersConfig.confirm_readings, metavar="N",
+                   help="consistent readings before a lower (reset) or much higher energy counter is "
+                        "believed (default: %(default)s)")
+    p.add_argument("--counter-confirm-seconds", type=float, default=CountersConfig.confirm_seconds,
+                   metavar="T", help="... spanning at least this many seconds (default: %(default)s)")
     p.add_argument("--max-ws-clients", type=int, default=200,
                    help="websocket clients at a time; more are refused with close code 1013 "
                         "(default: %(default)s)")
@@ -95,9 +110,45 @@ def build_http(config: configuration.Config, hub: Hub):
     return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
 
 
-def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object]:
+def counter_guard(config: configuration.Config) -> CounterGuard:
+    """The one decision about energy counters, with the configured numbers and meter ratings."""
+    numbers = config.counters
+    policy = CounterPolicy(confirm_readings=numbers.confirm_readings, confirm_seconds=numbers.confirm_seconds,
+                           first_readings=numbers.first_readings)
+    ratings = {m.name: rating_of(m.model, m.max_current) for m in config.meters if m.max_current is not None}
+    return CounterGuard(policy, ratings)
+
+
+def counter_file(config: configuration.Config, guard: CounterGuard) -> CounterFile:
+    """The state file, read into the guard before anything is published (StateError: no directory)."""
+    store = CounterFile(state_dir(config.state_dir) / STATE_FILE)
+    for warning in store.load(guard, {m.name: m.model for m in config.meters}):
+        log.warning("%s", warning)
+    log.info("energy counters: state in %s", store.path)
+    return store
+
+
+def keep_saving(store: CounterFile, guard: CounterGuard, period: float = 1.0) -> None:
+    """Write the state file when it is due, the disk work in gevent's thread pool (runs for ever)."""
+    pool = gevent.get_hub().threadpool
+    while True:
+        gevent.sleep(period)
+        problem = store.maybe_save(guard, lambda work: pool.apply(work))
+        if problem:
+            log.warning("%s", problem)
+
+
+def save_at_exit(store: CounterFile, guard: CounterGuard) -> None:
+    try:
+        store.save(guard)
+    except OSError as err:
+        log.error("%s: cannot be written at exit (%s); the next start uses the last good copy",
+                  store.path, err.strerror or err)
+
+
+def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, object]:
     """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
-    hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses])
+    hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses], sanity)
     buses = BusThreads(hub, config.buses)
     mqtt = start_mqtt(hub, config.mqtt)
     for model in {m.model.key: m.model for m in config.meters}.values():
@@ -120,8 +171,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.verbose and not args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
     try:
-        hub, buses, mqtt = start(config)
-    except (ValueError, OSError) as err:
+        guard = counter_guard(config)
+        store = counter_file(config, guard)
+        hub, buses, mqtt = start(config, Sanity(guard))
+    except (ValueError, OSError, StateError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
     try:
@@ -140,11 +193,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             return
         log.info("stopping")
         buses.stop()
+        saver.kill()
+        save_at_exit(store, guard)
         if mqtt:
             mqtt.stop(timeout=0.5)
         streams.stop()
         server.stop(timeout=STOP_GRACE)
 
+    saver = gevent.spawn(keep_saving, store, guard)
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)
     server.start()
@@ -153,6 +209,9 @@ def main(argv: Optional[List[str]] = None) -> int:
              ", ".join(f"{m.bus}/{m.name} ({m.type_name.lower()}:{m.device_id})" for m in config.meters))
     server.serve_forever()
     buses.stop()
+    if not saver.dead:
+        saver.kill()
+        save_at_exit(store, guard)
     return 0
 
 

@@ -14,7 +14,8 @@ from sdm.meters.registry import lookup
 def call(app, path, method="GET"):
     environ = {}
     setup_testing_defaults(environ)
-    environ.update(PATH_INFO=path, REQUEST_METHOD=method, QUERY_STRING="", **{"wsgi.input": io.BytesIO()})
+    path, _, query = path.partition("?")
+    environ.update(PATH_INFO=path, REQUEST_METHOD=method, QUERY_STRING=query, **{"wsgi.input": io.BytesIO()})
     captured = {}
 
     def start_response(status, headers, exc_info=None):
@@ -111,3 +112,14 @@ def test_fast_last_leaves_an_unavailable_meter_to_bottle(hub):
     status, _, body = call(fast_last(hub, make_app(hub)), "/last/1")
     assert status == 503 and "error" in json.loads(body)
     assert [r["ModbusDeviceId"] for r in json.loads(call(fast_last(hub, make_app(hub)), "/last")[2])] == [26]
+
+
+@pytest.mark.parametrize("wrap", [make_app, lambda hub: fast_last(hub, make_app(hub))])
+def test_raw_1_shows_the_values_as_read_and_only_there(hub, wrap):
+    hub.publish("Instrument1", {"VolLocPhsA": -3.4e38}, timestamp=1001.0)
+    app = wrap(hub)
+    assert json.loads(call(app, "/last/1")[2])["Voltage"]["L1"] is None
+    assert json.loads(call(app, "/last/1?raw=1")[2])["Voltage"]["L1"] == -3.4e38
+    assert json.loads(call(app, "/last/Instrument1?raw=0")[2])["Voltage"]["L1"] is None
+    status, _, body = call(app, "/last/1?raw=yes")
+    assert status == 400 and json.loads(body) == {"error": "raw must be 1 or 0"}

@@ -18,6 +18,7 @@ from sdm.config import (
     BusConfig,
     Config,
     ConfigError,
+    CountersConfig,
     HttpConfig,
     MeterConfig,
     MetricsConfig,
@@ -104,6 +105,7 @@ def test_every_key_of_every_section(tmp_path, monkeypatch):
     path = write(tmp_path, f"""\
 name_format = "M-%d"
 verbose = true
+state_dir = "/var/lib/sdm"
 [http]
 listen = "127.0.0.1:9000"
 max_ws_clients = 5
@@ -124,6 +126,10 @@ ha_discovery = true
 ha_prefix = "ha"
 [metrics]
 bus_label = false
+[counters]
+confirm_readings = 3
+confirm_seconds = 10
+first_readings = 2
 [[bus]]
 name = "b"
 port = "/dev/ttyUSB3"
@@ -143,17 +149,19 @@ reprobe_max = 30
   type = "dzg"
   id = 8
   slow = 30.5
+  max_current = 400
 """)
     loaded = load(path)
     assert loaded == Config(
         buses=(BusConfig("b", "/dev/ttyUSB3", baud=4800, parity="E", timeout=0.5, retries=0, max_failures=1,
                          reprobe_max=30.0,
                          meters=(meter("b", 7, "sdm", "M-7", pause=0.025, interval=5.0, slow=10.0),
-                                 meter("b", 8, "dzg", "M-8", slow=30.5))),),
+                                 meter("b", 8, "dzg", "M-8", slow=30.5, max_current=400.0))),),
         http=HttpConfig("127.0.0.1:9000", 5, 0),
         mqtt=MqttConfig("ssl://broker.example:8883", "home/sdm", "gw", "from-env", "gw1", 1, 2.0, True, ca_file,
                         True, 10, 5.0, True, "ha"),
-        metrics=MetricsConfig(bus_label=False), verbose=True, source=path, name_format="M-%d")
+        metrics=MetricsConfig(bus_label=False), counters=CountersConfig(3, 10.0, 2), state_dir="/var/lib/sdm",
+        verbose=True, source=path, name_format="M-%d")
     assert loaded.meters[0].model is MODELS["sdm630"]
 
 
@@ -184,6 +192,14 @@ ERRORS = [
     ("[mqtt]\nqueue = 0 #<\n" + BUS + METER, "mqtt.queue", ["an integer >= 1, found 0"]),
     ("[mqtt]\nrate = nan #<\n" + BUS + METER, "mqtt.rate", ["a number of seconds >= 0, found nan"]),
     ("[metrics]\nbus_label = \"yes\" #<\n" + BUS + METER, "metrics.bus_label", ['found "yes"']),
+    ("[counters]\nconfirm_readings = 1 #<\n" + BUS + METER, "counters.confirm_readings", ["an integer >= 2, found 1"]),
+    ("[counters]\nconfirm_seconds = -1 #<\n" + BUS + METER, "counters.confirm_seconds", ["found -1"]),
+    ("[counters]\nfirst_readings = 0 #<\n" + BUS + METER, "counters.first_readings", ["found 0"]),
+    ("[counters]\nconfirm = 5 #<\n" + BUS + METER, "counters.confirm", ["unknown key", "confirm_readings"]),
+    ('state_dir = "" #<\n' + BUS + METER, "state_dir", ["the path of a directory"]),
+    ("state_dir = 5 #<\n" + BUS + METER, "state_dir", ["a string, found 5"]),
+    (BUS + METER + "  max_current = 0 #<\n", "bus[1].meter[1].max_current", ["a number of amperes > 0, found 0"]),
+    (BUS + METER + '  max_current = "63" #<\n', "bus[1].meter[1].max_current", ['found "63"']),
     ("[bus] #<\nname = 'a'\n", "bus", ["expected [[bus]] tables, found a table"]),
     ("verbose = true\n", "bus", ["no bus"]),                      # no line to name: file and key only
     ('[[bus]] #<\nport = "/dev/ttyUSB0"\n' + METER, "bus[1].name", ["missing"]),
@@ -346,7 +362,8 @@ def meters(draw, bus: str):
     return dict(bus=bus, device_id=draw(st.integers(1, 247)), type_name=keyword.upper(), model=lookup(keyword),
                 name=draw(st.none() | NAMES),
                 pause=draw(st.none() | st.floats(0, 10000, allow_nan=False).map(lambda ms: ms / 1000.0)),
-                interval=draw(st.just(0.0) | SECONDS), slow=draw(st.just(0.0) | st.floats(0.001, 3600)))
+                interval=draw(st.just(0.0) | SECONDS), slow=draw(st.just(0.0) | st.floats(0.001, 3600)),
+                max_current=draw(st.none() | st.floats(0.001, 1e5)))
 
 
 @st.composite
@@ -387,6 +404,8 @@ def configs(draw):
         http=HttpConfig(draw(st.sampled_from([":8080", "127.0.0.1:9000", "[::1]:8081"])),
                         draw(st.integers(0, 1000)), draw(st.integers(0, 1000))),
         mqtt=mqtt, metrics=MetricsConfig(draw(st.booleans())), verbose=draw(st.booleans()),
+        counters=CountersConfig(draw(st.integers(2, 100)), draw(SECONDS), draw(st.integers(1, 100))),
+        state_dir=draw(st.none() | st.sampled_from(["/var/lib/sdm", "~/state", "dir with space"])),
         name_format=name_format)
     try:
         config.check_gateway(built)
@@ -457,6 +476,29 @@ def test_a_full_command_line():
                              meter(bus, 2, "sdm630", "Meter2", pause=0.020, interval=1.0, slow=30.0))),),
         http=HttpConfig("127.0.0.1:9000", 7, 8), metrics=MetricsConfig(bus_label=False), verbose=True,
         source="flags", name_format="Meter%d")
+
+
+def test_counter_flags():
+    got = flags("-d sdm:1,sdm120:2,janitza:26 --max-current 200 --max-current 2=45.5 --state-dir /tmp/s "
+                "--counter-confirm 3 --counter-confirm-seconds 2.5")
+    assert [m.max_current for m in got.meters] == [200.0, 45.5, 200.0]
+    assert got.counters == CountersConfig(confirm_readings=3, confirm_seconds=2.5)
+    assert got.state_dir == "/tmp/s"
+    assert flags("").counters == CountersConfig() and flags("").meters[0].max_current is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ("--max-current 0", "--max-current 0.0: expected a number of amperes > 0"),
+    ("--max-current 5=10", "--max-current names meter id 5, which is not configured"),
+    ("--max-current ten", "'ten' is not a number of amperes"),
+    ("--counter-confirm 1", "--counter-confirm 1: expected an integer >= 2"),
+    ("--counter-confirm-seconds -1", "--counter-confirm-seconds -1.0: expected a number of seconds >= 0"),
+    ("--state-dir=", "--state-dir '': expected the path of a directory"),
+])
+def test_bad_counter_flags_say_why(line, message):
+    with pytest.raises(ValueError) as caught:
+        flags(line)
+    assert message in str(caught.value)
 
 
 def test_mqtt_flags(tmp_path):

@@ -74,3 +74,45 @@ def test_subscribers_get_updates_and_a_failing_one_stays(hub):
     assert got[0].complete and got[0].values == {"VolLocPhsA": 230.0}
     assert len(seen_by_flaky) == 2          # one failure does not unsubscribe it
     assert hub.meters["M1"].complete_readings == 1
+
+
+def test_every_output_gets_the_checked_values_and_raw_ones_stay_apart(hub):
+    updates = []
+    hub.subscribe(updates.append)
+    hub.publish("M1", {"TotkWhImport": 1000.0, "Freq": 50.0}, timestamp=1000.0)
+    hub.publish("M1", {"TotkWhImport": 1000.0 * 1000, "Freq": 1.4e-45}, timestamp=1001.0)   # a garbled reply
+    meter = hub.meters["M1"]
+    assert meter.values == {"TotkWhImport": 1000.0, "Freq": None}
+    assert updates[-1].values == {"TotkWhImport": 1000.0, "Freq": None}
+    assert b'"TotalImport":1000.0' in meter.readings_json() and b'"Frequency":null' in meter.readings_json()
+    assert b'"TotalImport":1000000.0' in meter.raw_readings_json()
+    checks = hub.checks(meter)
+    assert checks["Counts"]["jump"] == 1 and checks["Counts"]["bounds"] == 1
+    assert checks["CounterEvents"] == []        # held readings are counted, not listed
+
+
+def test_a_minute_average_of_a_counter_is_its_last_accepted_value(hub):
+    for i, energy in enumerate([100.0, 100.02, 100.04]):
+        hub.publish("M1", {"TotkWhImport": energy, "VolLocPhsA": 230.0 + i}, timestamp=1000.0 + i)
+    avg = hub.meters["M1"].minute_average(now=1003.0)
+    assert avg["TotalImport"] == 100.04 and avg["Voltage"]["L1"] == 231.0
+
+
+def test_a_confirmed_reset_is_listed_once_in_the_status(hub, caplog):
+    from sdm.sanity import CounterGuard, CounterPolicy, Sanity
+    quick = Hub([hub.meters["M1"].config],
+                sanity=Sanity(CounterGuard(CounterPolicy(confirm_readings=2, confirm_seconds=1.0))))
+    quick.publish("M1", {"TotkWhImport": 500.0}, timestamp=1000.0)
+    for i in range(4):
+        quick.publish("M1", {"TotkWhImport": 0.1 + i * 0.001}, timestamp=1001.0 + i)
+    events = quick.checks(quick.meters["M1"])["CounterEvents"]
+    assert [(e["Kind"], e["From"], e["To"]) for e in events] == [("reset", 500.0, 0.101)]
+    assert quick.meters["M1"].values["TotkWhImport"] == pytest.approx(0.103)
+    assert [r.levelname for r in caplog.records if "reset accepted" in r.getMessage()] == ["WARNING"]
+
+
+def test_a_value_no_longer_read_is_null_not_its_old_number(hub):
+    hub.publish("M1", {"Freq": 50.0, "VolLocPhsA": 230.0}, timestamp=1000.0)
+    hub.drop("M1", ["Freq"])
+    assert hub.meters["M1"].values == {"Freq": None, "VolLocPhsA": 230.0}
+    assert b'"Frequency":null' in hub.meters["M1"].readings_json()

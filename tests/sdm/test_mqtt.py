@@ -1,4 +1,4 @@
-"""The MQTT output's pure parts: broker URLs, flags, topic names, the energy counter guard."""
+"""The MQTT output's pure parts: broker URLs, flags, topic names."""
 
 import argparse
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdm.mqtt import Broker, CounterGuard, add_mqtt_flags, parse_broker, settings_from_args
+from sdm.mqtt import Broker, add_mqtt_flags, parse_broker, settings_from_args
 from sdm.topics import Topics, check_base, topic_safe
 
 
@@ -69,36 +69,6 @@ def test_topics_of_a_meter():
     assert topics.availability("a/b") == "sdm630/a_b/availability"
     assert topics.value("Instrument1", "VolLocPhsA") == "sdm630/Instrument1/VolLocPhsA"
     assert topics.status == "sdm630/status"
-
-
-readings_series = st.lists(st.tuples(st.one_of(st.none(), st.floats(0, 1e6)), st.floats(-1e4, 1e4)),
-                           min_size=1, max_size=40)
-
-
-@given(readings_series)
-def test_counter_guard_never_lets_energy_fall_and_passes_the_rest(series):
-    guard = CounterGuard()
-    published = []
-    for energy, power in series:
-        out = guard.apply(7, {"TotkWhImport": energy, "TotW": power})
-        assert out["TotW"] == power
-        published.append(out["TotkWhImport"])
-    seen = [v for v in published if v is not None]
-    assert seen == sorted(seen)
-    first = next((i for i, v in enumerate(published) if v is not None), len(published))
-    assert None not in published[first:]
-    highest = None
-    for (energy, _), out in zip(series, published):
-        if energy is not None and (highest is None or energy >= highest):
-            assert out == energy
-            highest = energy
-
-
-def test_counter_guard_keeps_meters_apart():
-    guard = CounterGuard()
-    guard.apply(1, {"TotkWhExport": 500.0})
-    assert guard.apply(2, {"TotkWhExport": 10.0}) == {"TotkWhExport": 10.0}
-    assert guard.apply(1, {"TotkWhExport": 10.0}) == {"TotkWhExport": 500.0}
 
 
 def test_the_sdm630_alias_of_old_systemd_units_runs_the_daemon():

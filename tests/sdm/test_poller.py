@@ -7,7 +7,7 @@ import pytest
 from sdm.hub import AVAILABLE, UNAVAILABLE
 from sdm.meters.model import MeterModel
 from sdm.meters.registry import lookup
-from sdm.poller import PollSettings
+from sdm.poller import REPLAN_MAX, REPLAN_MIN, PollSettings
 from tests.fakes import MeterLine, bus_poller, virtual_meters
 
 
@@ -39,14 +39,14 @@ def test_one_cycle_reads_every_value_the_meter_served(type_name):
     assert len(line.requests) == len(reader.blocks)
     physics = meters[7].physics.values
     model = lookup(type_name)
-    assert set(state.values) == set(model.names)
+    assert set(state.raw) == set(model.names)      # as read: the hub's checks are tested elsewhere
     for reg in model.registers:
         expected = physics[reg.name]
         if reg.encoding.kind == "uint32":
             expected = round(expected * reg.encoding.divisor) / reg.encoding.divisor
         else:
             expected = as_float32(expected * reg.encoding.divisor) / reg.encoding.divisor
-        assert state.values[reg.name] == pytest.approx(expected, rel=1e-6), reg.name
+        assert state.raw[reg.name] == pytest.approx(expected, rel=1e-6), reg.name
 
 
 def test_meters_interleave_on_the_bus():
@@ -69,6 +69,55 @@ def test_refused_block_falls_back_to_single_values_and_remembers():
     reader = poller.readers[0]
     assert "Freq" not in {reg.name for block in reader.blocks for reg in block.registers}
     assert state.errors["exception"] >= 2
+
+
+def test_a_refused_value_turns_null_and_its_block_is_asked_for_again_after_a_back_off():
+    model = lookup("sdm120")
+    holey = MeterModel(**{**model.__dict__, "address_space": ((4, 0, 0x46), (4, 0x48, 0x180))})
+    clock = {"now": 1000.0}
+    meters = virtual_meters({2: "sdm120"})
+    line = MeterLine(meters)
+    line.open()
+    hub, poller = bus_poller({2: "sdm120"}, line, PollSettings(pauses={model.key: 0.0}),
+                             clock=lambda: clock["now"])
+    reader = poller.readers[0]
+    run_steps(poller, len(reader.blocks))
+    state = hub.meters["M2"]
+    assert 45 < state.values["Freq"] < 55                       # read while the meter had it
+    meters[2].model = holey                                     # one refusal (a glitch, or a firmware swap)
+    run_steps(poller, 12)
+    assert state.values["Freq"] is None and state.raw["Freq"] is None   # never the old number again
+    assert b'"Frequency":null' in state.readings_json()
+    whole = len(poller.readers[0].blocks)
+    meters[2].model = model                                     # the meter answers it again
+    clock["now"] += REPLAN_MIN - 1
+    run_steps(poller, 6)
+    assert state.values["Freq"] is None                         # not before the back-off
+    clock["now"] += 2
+    run_steps(poller, 8)
+    assert 45 < state.values["Freq"] < 55                       # asked for whole again, and read
+    assert len(reader.blocks) < whole                           # the merged plan is back
+
+
+def test_a_block_refused_again_waits_twice_as_long_up_to_the_ceiling():
+    model = lookup("sdm120")
+    holey = MeterModel(**{**model.__dict__, "address_space": ((4, 0, 0x46), (4, 0x48, 0x180))})
+    clock = {"now": 1000.0}
+    meters = virtual_meters({2: "sdm120"})
+    meters[2].model = holey
+    line = MeterLine(meters)
+    line.open()
+    hub, poller = bus_poller({2: "sdm120"}, line, PollSettings(pauses={model.key: 0.0}),
+                             clock=lambda: clock["now"])
+    reader = poller.readers[0]
+    delays = []
+    for _ in range(9):
+        run_steps(poller, 12)
+        delays.append(reader.replan_at - clock["now"])
+        clock["now"] = reader.replan_at
+    assert delays[:3] == [REPLAN_MIN, 2 * REPLAN_MIN, 4 * REPLAN_MIN]
+    assert max(delays) == REPLAN_MAX
+    assert hub.meters["M2"].status == AVAILABLE and hub.meters["M2"].values["VolLocPhsA"] > 200
 
 
 def test_silent_meter_turns_unavailable_then_back():

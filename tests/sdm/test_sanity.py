@@ -160,15 +160,20 @@ class Feed:
         return [event.kind for event in self.events]
 
 
-def test_a_first_value_is_published_only_after_it_was_read_consistently_for_n_readings_over_t():
+def test_a_first_value_is_published_at_once_by_default_nothing_to_compare_it_with():
     feed = Feed()
     outs = [feed.read({"TotkWhImport": 1000.0 + i * 0.001, "VolLocPhsA": 230.0})["TotkWhImport"]
-            for i in range(70)]
-    first = next(i for i, value in enumerate(outs) if value is not None)
-    assert first == 60                         # T = 60 s at one reading a second (N = 5 came sooner)
-    assert outs[:first] == [None] * first
-    assert outs[first:] == [1000.0 + i * 0.001 for i in range(first, 70)]
+            for i in range(3)]
+    assert outs == [1000.0, 1000.001, 1000.002]
     assert feed.events == []                   # a first value is nothing to announce
+
+
+def test_a_first_value_waits_for_first_readings_consistent_readings_when_asked():
+    feed = Feed(guard=CounterGuard(CounterPolicy(first_readings=3)))
+    raws = [5000.0 * 1000, 5000.0, 5000.001, 5000.002, 5000.003]    # a spike as the very first reading
+    outs = [feed.read({"TotkWhImport": raw})["TotkWhImport"] for raw in raws]
+    assert outs == [None, None, None, 5000.002, 5000.003]             # the spike never shows
+    assert feed.events == []
 
 
 def test_values_that_are_not_counters_pass_unchanged_and_absent_counters_stay_absent():
@@ -314,7 +319,7 @@ def test_a_model_change_of_a_meter_starts_its_counters_afresh():
     feed = Feed()
     feed.settle("TotkWhImport", 5000.0)
     feed.model = lookup("janitza")
-    assert feed.read({"TotkWhImport": 10.0})["TotkWhImport"] is None
+    assert feed.read({"TotkWhImport": 10.0})["TotkWhImport"] == 10.0    # a first value: not a drop
     assert feed.guard.counts("Instrument1") == {kind: 0 for kind in KINDS}
 
 
@@ -323,14 +328,14 @@ def test_meters_are_kept_apart_and_forgotten_on_request():
     one, two = Feed(guard, key="one"), Feed(guard, key="two")
     one.settle("TotkWhImport", 100.0)
     two.read({"TotkWhImport": 50.0})
-    assert guard.last_accepted("two", "TotkWhImport") is None
+    assert guard.last_accepted("two", "TotkWhImport") == 50.0      # not a drop of meter one
     assert guard.last_accepted("one", "TotkWhImport") is not None
     guard.forget("one")
     assert guard.last_accepted("one", "TotkWhImport") is None
 
 
 @pytest.mark.parametrize("policy", [
-    dict(confirm_readings=1), dict(confirm_readings=2.5), dict(confirm_seconds=-1.0),
+    dict(confirm_readings=1), dict(confirm_readings=2.5), dict(first_readings=0), dict(confirm_seconds=-1.0),
     dict(confirm_seconds=math.nan), dict(power_margin=0.5), dict(slack_kwh=-0.1),
 ])
 def test_a_nonsense_policy_is_a_clear_error(policy):
@@ -340,7 +345,8 @@ def test_a_nonsense_policy_is_a_clear_error(policy):
 
 # -- properties -------------------------------------------------------------------------------------
 
-SMALL = CounterPolicy(confirm_readings=3, confirm_seconds=5.0)
+# A first value confirmed too, so that a glitch as the very first reading is held back like any other.
+SMALL = CounterPolicy(confirm_readings=3, confirm_seconds=5.0, first_readings=2)
 RATE_KW = rating_of(SDM120).total_power * SMALL.power_margin / 1000.0
 
 GLITCHES = ["drop", "spike", "zero", "nan", "inf", "none"]

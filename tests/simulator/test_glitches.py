@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from sdm.encoding import decode
@@ -48,6 +50,16 @@ def test_a_zero_glitch_reads_0_once():
     assert set(counters(sim.serve(COUNTERS)).values()) == {0.0}
     clock.now = 6.0
     assert min(counters(sim.serve(COUNTERS))["TotkWhImport" + p] for p in ("", "PhsA")) > 0
+
+
+def test_a_nan_glitch_reads_nan_once_in_the_registers_too():
+    clock = FrozenClock(0.0)
+    sim = physics(clock, nan=5.0)
+    meter = VirtualMeter(lookup("sdm630"), 1, sim)
+    reg = lookup("sdm630").register("TotkWhImport")
+    clock.now = 5.0
+    assert math.isnan(decode(meter.read(4, reg.address, 2), reg.encoding))
+    assert decode(meter.read(4, reg.address, 2), reg.encoding) > 0      # once only
 
 
 def test_a_one_reading_glitch_shows_once_on_each_counter_whichever_request_reads_it():
@@ -117,8 +129,8 @@ def test_with_the_wrap_option_counters_start_below_the_limit_and_roll_over_to_ze
 
 def test_the_flags_build_the_glitches_and_refuse_nonsense(capsys):
     args = parser().parse_args(["--link", "x", "--energy-spike", "3", "--energy-zero", "4", "--energy-reset", "5",
-                                "--energy-drop", "6", "--energy-wrap", "7"])
-    assert glitches_from_args(args) == EnergyGlitches(drop=6.0, spike=3.0, zero=4.0, reset=5.0, wrap=7.0)
+                                "--energy-drop", "6", "--energy-wrap", "7", "--energy-nan", "8"])
+    assert glitches_from_args(args) == EnergyGlitches(drop=6.0, spike=3.0, zero=4.0, nan=8.0, reset=5.0, wrap=7.0)
     with pytest.raises(ValueError, match="--energy-spike"):
         glitches_from_args(parser().parse_args(["--link", "x", "--energy-spike", "-1"]))
     with pytest.raises(ValueError, match="wrap"):
