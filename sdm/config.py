@@ -102,7 +102,7 @@ class MqttConfig:
     password: str = ""              # the file may leave it out: $SDM_MQTT_PASSWORD then
     client_id: str = "sdm630"
     qos: int = 0
-    rate: float = 0.0
+    rate: Optional[float] = None    # None: 0 (every reading), HA_RATE with Home Assistant discovery
     clean: bool = False
     ca_file: Optional[str] = None
     per_value: bool = False

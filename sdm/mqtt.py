@@ -109,8 +109,9 @@ def add_mqtt_flags(parser: argparse.ArgumentParser) -> None:
     mqtt.add_argument("-i", "--clientid", default="sdm630",
                       help="client id; give each gateway on one broker its own (default: %(default)s)")
     mqtt.add_argument("-q", "--qos", type=int, default=0, choices=(0, 1, 2), help="QoS (default: %(default)s)")
-    mqtt.add_argument("-r", "--rate", type=float, default=0.0,
-                      help="minimum seconds between two publishes of one topic; 0 = every reading")
+    mqtt.add_argument("-r", "--rate", type=float, default=None,
+                      help="minimum seconds between two publishes of one topic; 0 = every reading "
+                           "(default: 0, or 30 with --ha-discovery, which a recorder can live with)")
     mqtt.add_argument("-l", "--clean", action="store_true", help="clean session")
     mqtt.add_argument("--mqtt-ca", default=None, metavar="FILE",
                       help="CA certificate file for ssl:// (default: the system's CAs)")
@@ -140,7 +141,7 @@ def settings_from_config(config: MqttConfig) -> Optional[MqttSettings]:
     (named as their flags, which users of a file also find in docs/config.md)."""
     if not config.broker:
         return None
-    if config.rate < 0:
+    if config.rate is not None and config.rate < 0:
         raise ValueError("--rate must be 0 or more seconds")
     if config.queue < 1:
         raise ValueError("--mqtt-queue must be at least 1")
@@ -150,10 +151,26 @@ def settings_from_config(config: MqttConfig) -> Optional[MqttSettings]:
         raise ValueError(f"--mqtt-ca {config.ca_file!r} is not a file")
     return MqttSettings(
         broker=parse_broker(config.broker), base=check_base(config.topic), client_id=config.client_id,
-        user=config.user, password=config.password, qos=config.qos, rate=config.rate, clean=config.clean,
+        user=config.user, password=config.password, qos=config.qos, rate=publish_rate(config), clean=config.clean,
         ca_file=config.ca_file, per_value=config.per_value, queue_size=config.queue,
         backoff_max=config.backoff_max,
         ha_prefix=check_base(config.ha_prefix) if config.ha_discovery else None)
+
+
+# With Home Assistant discovery every value of a state message is an entity, and HA's recorder
+# writes a row for each entity whose value changed: a three-meter bus publishing every reading
+# (several a second) makes hundreds of rows a second.  Its graphs and long-term statistics (5 min,
+# 1 h) need far less: one state every 30 s keeps such a bus at about five rows a second.  Energy
+# counters lose nothing (a state carries the newest value); `-r 0` / `rate = 0` keeps every reading.
+HA_RATE = 30.0
+
+
+def publish_rate(config: MqttConfig) -> float:
+    """Least seconds between two publishes of one topic: as configured, else HA_RATE with
+    discovery and every reading (0) without."""
+    if config.rate is not None:
+        return config.rate
+    return HA_RATE if config.ha_discovery else 0.0
 
 
 def settings_from_args(args: argparse.Namespace) -> Optional[MqttSettings]:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sdm.mqtt import Broker, add_mqtt_flags, parse_broker, settings_from_args
+from sdm.mqtt import HA_RATE, Broker, add_mqtt_flags, parse_broker, settings_from_args
 from sdm.topics import Topics, check_base, topic_safe
 
 
@@ -45,6 +45,13 @@ def test_mqtt_is_off_without_a_broker_and_the_flags_of_the_original_work():
         ("home/meters", "gw2", 1, 5.0, True)
     assert (settings.user, settings.password, settings.ha_prefix) == ("u", "p", None)
     assert settings_from_args(args("-b", "h", "--ha-discovery")).ha_prefix == "homeassistant"
+
+
+def test_home_assistant_gets_a_rate_its_recorder_can_live_with_unless_asked_otherwise():
+    assert settings_from_args(args("-b", "h")).rate == 0.0                        # every reading
+    assert settings_from_args(args("-b", "h", "--ha-discovery")).rate == HA_RATE  # a state every 30 s
+    assert settings_from_args(args("-b", "h", "--ha-discovery", "-r", "0")).rate == 0.0   # the fast path
+    assert settings_from_args(args("-b", "h", "--ha-discovery", "-r", "5")).rate == 5.0
 
 
 @pytest.mark.parametrize("argv,message", [
