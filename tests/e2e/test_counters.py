@@ -153,7 +153,8 @@ def run(simulator, gateway, broker, mqtt_subscriber, tmp_path):
         b = broker()
         sub = mqtt_subscriber(b.port, ["sdm630/#"])
         sim = simulator("sdm630:1", *sim_args)
-        gw = gateway(sim.link, "sdm630:1", "-b", b.url, "--mqtt-per-value", "--ha-discovery", *gateway_args)
+        gw = gateway(sim.link, "sdm630:1", "-b", b.url, "--mqtt-per-value", "--ha-discovery", "-r", "0",
+                     *gateway_args)
         return gw, Watch(gw, sub, tmp_path)
     return start
 

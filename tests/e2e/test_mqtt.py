@@ -108,7 +108,7 @@ def test_availability_follows_the_meter(simulator, gateway, broker, mqtt_subscri
 def test_broker_restart_reconnects_republishes_and_drops_what_does_not_fit(
         simulator, gateway, broker, mqtt_subscriber):
     b = broker()
-    gw = mqtt_gateway(gateway, simulator, b, "--ha-discovery", "--mqtt-per-value", "--mqtt-queue", "20")
+    gw = mqtt_gateway(gateway, simulator, b, "--ha-discovery", "-r", "0", "--mqtt-per-value", "--mqtt-queue", "20")
     first = mqtt_subscriber(b.port, ["homeassistant/#"])
     assert first.wait_for("homeassistant/sensor/sdm630/Instrument1_TotkWhImport/config").retain
     b.stop()
