@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
 
 from .encoding import decode
 from .framing import rtu
@@ -107,7 +107,7 @@ def plausible_voltage(value: float) -> bool:
 
 def parse_ids(text: str) -> List[int]:
     """``1-247`` or ``1,5,20-30``: sorted unique slave ids; ValueError with a readable message."""
-    ids = set()
+    ids: Set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
         low, sep, high = part.partition("-")
         first = parse_slave_id(low)
@@ -123,7 +123,8 @@ def parse_ids(text: str) -> List[int]:
 class ScanLink(Protocol):
     """A link (RtuLink, or a TCP gateway's link from sdm.framing.make_link) with a short-wait mode."""
 
-    transport: Line
+    @property
+    def transport(self) -> Line: ...   # read-only here, so a link may hold any kind of Line
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]: ...

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from . import __version__
-from .hub import MeterConfig
+from .config import MeterConfig
 from .measurements import describe
 from .readings import compact, value_paths
 from .topics import Topics

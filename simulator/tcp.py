@@ -154,7 +154,7 @@ class MbapConnection:
             # the virtual meters understand register reads only, as on the pty (8-byte frames)
             request = add_crc(bytes([unit]) + pdu)
             reply = self.loop.reply_to(request, now) if len(pdu) == READ_PDU_BYTES else None
-            if not usable_reply(request, reply):
+            if reply is None or not usable_reply(request, reply):
                 continue
             self._await_serial_side(len(request), len(reply), now)
             self.line.write(mbap_reply(tid, reply))
