@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
 
-from .encoding import decode
+from .encoding import Encoding, decode
 from .framing import rtu
 from .measurements import describe
 from .meters.eastron import METER_CODE_ADDRESS
-from .meters.model import READ_HOLDING, MeterModel
+from .meters.model import READ_HOLDING, MeterModel, Register
 from .meters.registry import ALIASES, MAX_SLAVE_ID, MODELS, parse_slave_id
 from .transport import Line
 
@@ -36,7 +36,7 @@ class Family:
     models: Tuple[MeterModel, ...]
 
     @property
-    def probe(self):
+    def probe(self) -> Register:
         first = self.models[0]
         return first.register(first.probe)
 
@@ -54,7 +54,7 @@ class Family:
 
 def families(models: Iterable[MeterModel] = MODELS.values()) -> List[Family]:
     """Registry models grouped by probe register, in registry order."""
-    groups: Dict[tuple, List[MeterModel]] = {}
+    groups: Dict[Tuple[int, int, Encoding], List[MeterModel]] = {}
     for model in models:
         reg = model.register(model.probe)
         groups.setdefault((reg.fc, reg.address, reg.encoding), []).append(model)

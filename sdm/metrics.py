@@ -163,7 +163,7 @@ def add_metrics_route(app: bottle.Bottle, hub: Hub, bus_label: bool = False) -> 
     registry = registry_for(hub, bus_label)
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> bytes:
         encoder, content_type = choose_encoder(bottle.request.get_header("Accept", ""))
         bottle.response.content_type = content_type
         return encoder(registry)

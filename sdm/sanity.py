@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from .encoding import Encoding
 from .measurements import CATALOGUE
@@ -380,7 +380,7 @@ class CounterGuard:
         self._meters.pop(meter_key, None)
 
     # -- persistence ----------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Dict[str, Any]:
         """The last accepted value and time of every counter, as JSON-ready data."""
         meters = {}
         for key, meter in sorted(self._meters.items()):
@@ -413,7 +413,7 @@ class CounterGuard:
             warnings.extend(self._restore_meter(key, model, entry["counters"]))
         return warnings
 
-    def _restore_meter(self, key: str, model: MeterModel, counters: Mapping) -> List[str]:
+    def _restore_meter(self, key: str, model: MeterModel, counters: Mapping[str, object]) -> List[str]:
         warnings = []
         meter = self._meter(key, model)
         for name, saved in counters.items():
