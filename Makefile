@@ -22,6 +22,7 @@ prepare:
 
 test: $(STAMP) prepare
 	$(BIN)/ruff check sdm simulator tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 # Figures of README.md "Benchmarks": a table on stdout, the same as JSON in bench-results.json.
@@ -32,6 +33,7 @@ bench: $(STAMP) prepare
 
 lint: $(STAMP)
 	$(BIN)/ruff check sdm simulator tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info .pytest_cache .hypothesis

@@ -52,7 +52,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8,<10", "hypothesis>=6,<7", "pymodbus>=3.8,<3.17", "ruff>=0.6,<0.18",
-                 "websocket-client>=1.6,<2"],
+                 "websocket-client>=1.6,<2", "mypy>=1.10,<2", "types-pyserial"],
     },
     entry_points={
         "console_scripts": [

@@ -173,10 +173,10 @@ class Session:
         self.timeout = timeout
         self.pause = pause
         self._comset: Optional[Comset] = None
-        self._line = None
+        self._line: Optional[Transport] = None
 
     def line(self, comset: Comset) -> Transport:
-        if self._comset != comset:
+        if self._line is None or self._comset != comset:
             self.close()
             self._line = self.open_line(comset)
             self._comset = comset
@@ -343,7 +343,8 @@ class Configurator:
             self.say(f"The {model.model}: {SET_MODE_HINT}.")
 
     def _write_all(self, model: MeterModel, reach: Reach, goal: Reach, pending: Sequence[Change]) -> int:
-        at, written = reach, []
+        at = reach
+        written: List[Change] = []
         for change in pending:
             try:
                 self.session.write(at, change)

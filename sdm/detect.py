@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
 
-from .encoding import decode
+from .encoding import Encoding, decode
 from .framing import rtu
 from .measurements import describe
 from .meters.eastron import METER_CODE_ADDRESS
-from .meters.model import READ_HOLDING, MeterModel
+from .meters.model import READ_HOLDING, MeterModel, Register
 from .meters.registry import ALIASES, MAX_SLAVE_ID, MODELS, parse_slave_id
 from .transport import Line
 
@@ -36,7 +36,7 @@ class Family:
     models: Tuple[MeterModel, ...]
 
     @property
-    def probe(self):
+    def probe(self) -> Register:
         first = self.models[0]
         return first.register(first.probe)
 
@@ -54,7 +54,7 @@ class Family:
 
 def families(models: Iterable[MeterModel] = MODELS.values()) -> List[Family]:
     """Registry models grouped by probe register, in registry order."""
-    groups: Dict[tuple, List[MeterModel]] = {}
+    groups: Dict[Tuple[int, int, Encoding], List[MeterModel]] = {}
     for model in models:
         reg = model.register(model.probe)
         groups.setdefault((reg.fc, reg.address, reg.encoding), []).append(model)
@@ -107,7 +107,7 @@ def plausible_voltage(value: float) -> bool:
 
 def parse_ids(text: str) -> List[int]:
     """``1-247`` or ``1,5,20-30``: sorted unique slave ids; ValueError with a readable message."""
-    ids = set()
+    ids: Set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
         low, sep, high = part.partition("-")
         first = parse_slave_id(low)
@@ -123,7 +123,8 @@ def parse_ids(text: str) -> List[int]:
 class ScanLink(Protocol):
     """A link (RtuLink, or a TCP gateway's link from sdm.framing.make_link) with a short-wait mode."""
 
-    transport: Line
+    @property
+    def transport(self) -> Line: ...   # read-only here, so a link may hold any kind of Line
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]: ...

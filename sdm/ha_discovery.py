@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import __version__
-from .hub import MeterConfig
+from .config import MeterConfig
 from .measurements import describe
 from .readings import compact, value_paths
 from .topics import Topics
@@ -84,7 +84,7 @@ def value_template(name: str) -> str:
     return "{{ value_json." + ".".join(PATHS[name]) + " }}"
 
 
-def device_block(meter: MeterConfig, settings: DiscoverySettings) -> dict:
+def device_block(meter: MeterConfig, settings: DiscoverySettings) -> Dict[str, Any]:
     model = meter.model
     return {
         "identifiers": [f"sdm_{ha_id(settings.gateway_id)}_{ha_id(meter.unique_id)}"],
@@ -108,7 +108,7 @@ def config_filter(settings: DiscoverySettings) -> str:
     return f"{settings.prefix}/sensor/{ha_id(settings.gateway_id)}/+/config"
 
 
-def sensor_config(meter: MeterConfig, name: str, settings: DiscoverySettings) -> dict:
+def sensor_config(meter: MeterConfig, name: str, settings: DiscoverySettings) -> Dict[str, Any]:
     """The discovery payload of one measurement of one meter."""
     cls = sensor_class(name)
     node = ha_id(settings.gateway_id)
@@ -138,7 +138,7 @@ def sensor_config(meter: MeterConfig, name: str, settings: DiscoverySettings) ->
     return config
 
 
-def meter_configs(meter: MeterConfig, settings: DiscoverySettings) -> List[Tuple[str, dict]]:
+def meter_configs(meter: MeterConfig, settings: DiscoverySettings) -> List[Tuple[str, Dict[str, Any]]]:
     """(config topic, payload) for every measurement the meter's model has."""
     return [(config_topic(meter, name, settings), sensor_config(meter, name, settings))
             for name in meter.model.names]

@@ -10,7 +10,7 @@ would draw flat lines in Grafana); ``sdm_meter_up`` says which meters answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Union
 
 import bottle
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -88,7 +88,7 @@ class HubCollector:
         self.hub = hub
         self.names = LABELS + [BUS_LABEL] if bus_label else LABELS
 
-    def family(self, spec: Exported, extra_labels: List[str]) -> Metric:
+    def family(self, spec: Exported, extra_labels: List[str]) -> Union[CounterMetricFamily, GaugeMetricFamily]:
         kind = CounterMetricFamily if spec.counter else GaugeMetricFamily
         return kind(spec.metric, spec.help, labels=self.names + extra_labels)
 
@@ -163,7 +163,7 @@ def add_metrics_route(app: bottle.Bottle, hub: Hub, bus_label: bool = False) -> 
     registry = registry_for(hub, bus_label)
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> bytes:
         encoder, content_type = choose_encoder(bottle.request.get_header("Accept", ""))
         bottle.response.content_type = content_type
         return encoder(registry)

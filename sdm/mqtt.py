@@ -22,9 +22,10 @@ import logging
 import os
 import socket
 import time
+import types
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Deque, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Deque, Dict, Mapping, Optional, Union, cast
 from urllib.parse import urlsplit
 
 import gevent
@@ -38,9 +39,11 @@ from .topics import Topics, check_base
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 
-def _paho():
+def _paho() -> types.ModuleType:
     """paho, imported only when MQTT is on: it costs ~60 ms of start-up before the first reading."""
     import paho.mqtt.client
     return paho.mqtt.client
@@ -177,6 +180,34 @@ def settings_from_args(args: argparse.Namespace) -> Optional[MqttSettings]:
     return settings_from_config(config_from_args(args))
 
 
+@dataclass(frozen=True)
+class SendValues:
+    """Publish each value of one read on its own topic (--mqtt-per-value)."""
+
+    name: str
+    values: Mapping[str, Optional[float]]
+
+
+@dataclass(frozen=True)
+class SendState:
+    """Publish the meter's whole reading, as taken when its cycle completed (the queue may lag)."""
+
+    name: str
+    values: Mapping[str, Optional[float]]
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class SendAvailability:
+    """Publish the meter's availability if it changed; read from the hub when sent."""
+
+    name: str
+
+
+# What the hub's subscriber hands the publisher greenlet through the queue.
+Outgoing = Union[SendValues, SendState, SendAvailability]
+
+
 def start_mqtt(hub: Hub, config: MqttConfig) -> Optional[MqttPublisher]:
     """Start publishing the hub when a broker is configured (ValueError for bad settings)."""
     settings = settings_from_config(config)
@@ -187,8 +218,13 @@ def start_mqtt(hub: Hub, config: MqttConfig) -> Optional[MqttPublisher]:
     return publisher
 
 
-def _no_delay(client, userdata, sock) -> None:
-    """Small publishes go out at once: with Nagle on, each may wait ~40 ms for the broker's delayed ACK."""
+def _no_delay(client: paho.Client, userdata: Any, sock: paho.SocketLike) -> None:
+    """Small publishes go out at once: with Nagle on, each may wait ~40 ms for the broker's delayed ACK.
+
+    paho types the socket loosely (it could be a websocket wrapper); tcp:// and ssl:// give a real one.
+    """
+    if not isinstance(sock, socket.socket):
+        return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
@@ -202,8 +238,8 @@ class MqttPublisher:
         self.hub = hub
         self.settings = settings
         self.topics = Topics(settings.base)
-        self.counters: Dict[str, object] = {"Connected": False, "Reconnects": 0, "Published": 0, "Dropped": 0}
-        self.queue: Deque[tuple] = deque()
+        self.counters: Dict[str, int] = {"Connected": False, "Reconnects": 0, "Published": 0, "Dropped": 0}
+        self.queue: Deque[Outgoing] = deque()
         self._wake = gevent.event.Event()
         self._resync = False
         self._ever_connected = False
@@ -222,8 +258,9 @@ class MqttPublisher:
 
     def _make_client(self) -> paho.Client:
         s = self.settings
-        paho = _paho()
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=s.clean)
+        library = _paho()
+        client: paho.Client = library.Client(library.CallbackAPIVersion.VERSION2, client_id=s.client_id,
+                                             clean_session=s.clean)
         if s.user:
             client.username_pw_set(s.user, s.password or None)
         if s.broker.tls:
@@ -241,7 +278,8 @@ class MqttPublisher:
 
     # -- lifecycle (main greenlet) ----------------------------------------------
     def start(self) -> None:
-        self.hub.sections["Mqtt"] = self.counters
+        # The hub types its sections as Dict[str, object] (invariant) though /status only copies them.
+        self.hub.sections["Mqtt"] = cast(Dict[str, object], self.counters)
         self.hub.subscribe(self.on_event)
         log.info("mqtt: publishing to %s under %s/", self.settings.broker, self.settings.base)
         self.client.connect_async(self.settings.broker.host, self.settings.broker.port, keepalive=KEEPALIVE)
@@ -267,14 +305,14 @@ class MqttPublisher:
     def on_event(self, event: object) -> None:
         if isinstance(event, MeterUpdate):
             if self.settings.per_value:
-                self._enqueue(("values", event.name, event.values))
+                self._enqueue(SendValues(event.name, event.values))
             if event.complete:
                 meter = self.hub.meters[event.name]
-                self._enqueue(("state", event.name, dict(meter.values), meter.timestamp))
+                self._enqueue(SendState(event.name, dict(meter.values), meter.timestamp))
         elif isinstance(event, AvailabilityUpdate):
-            self._enqueue(("availability", event.name))
+            self._enqueue(SendAvailability(event.name))
 
-    def _enqueue(self, item: tuple) -> None:
+    def _enqueue(self, item: Outgoing) -> None:
         if len(self.queue) >= self.settings.queue_size:
             self.queue.popleft()
             self.counters["Dropped"] += 1
@@ -282,7 +320,8 @@ class MqttPublisher:
         self._wake.set()
 
     # -- paho callbacks (paho's network greenlet) --------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags, reason_code: ReasonCode,
+                    properties: Optional[Properties]) -> None:
         if reason_code.is_failure:
             self._log_outage(f"broker {self.settings.broker} refused the connection: {reason_code}")
             return
@@ -299,10 +338,11 @@ class MqttPublisher:
         self._resync = True
         self._wake.set()
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._log_outage(f"broker {self.settings.broker} not reachable")
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
+                       reason_code: ReasonCode, properties: Optional[Properties]) -> None:
         was_connected = self.counters["Connected"]
         self.counters["Connected"] = False
         self._forget_outstanding()
@@ -316,10 +356,11 @@ class MqttPublisher:
                         what, self.settings.backoff_max)
             self._outage_logged = True
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         self.counters["Published"] += 1
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         if self.discovery is None:
             return
         if message.topic == f"{self.discovery.prefix}/status":
@@ -373,14 +414,13 @@ class MqttPublisher:
         for meter in self.hub.meters.values():
             self._send_availability(meter)
 
-    def _send(self, item: tuple) -> None:
-        kind, name = item[0], item[1]
-        meter = self.hub.meters[name]
-        if kind == "values":
-            self._send_values(meter, item[2])
-        elif kind == "state":
+    def _send(self, item: Outgoing) -> None:
+        meter = self.hub.meters[item.name]
+        if isinstance(item, SendValues):
+            self._send_values(meter, item.values)
+        elif isinstance(item, SendState):
             self._send_availability(meter)
-            self._send_state(meter, item[2], item[3])
+            self._send_state(meter, item.values, item.timestamp)
         else:
             self._send_availability(meter)
 

@@ -102,7 +102,7 @@ def dumps(obj: Any) -> bytes:
     return compact(obj) + b"\n"
 
 
-def layout_names(spec: Spec = None) -> List[str]:
+def layout_names(spec: Optional[Spec] = None) -> List[str]:
     """Every measurement name the layout places (for the check that none is missing)."""
     if spec is None:
         return [name for _, inner in LAYOUT for name in layout_names(inner)]
@@ -111,7 +111,7 @@ def layout_names(spec: Spec = None) -> List[str]:
     return [name for inner in spec.values() for name in layout_names(inner)]
 
 
-def value_paths(spec: Spec = None, keys: Tuple[str, ...] = ()) -> Dict[str, Tuple[str, ...]]:
+def value_paths(spec: Optional[Spec] = None, keys: Tuple[str, ...] = ()) -> Dict[str, Tuple[str, ...]]:
     """Where each measurement sits in the Readings object, e.g. WLocPhsA -> ("Power", "L1")."""
     if spec is None:
         return {name: path for key, inner in LAYOUT for name, path in value_paths(inner, (key,)).items()}

@@ -8,7 +8,8 @@ import math
 import sqlite3
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, TextIO, TypeVar
+from types import FrameType
+from typing import Callable, Iterator, List, Optional, Sequence, TextIO, TypeVar
 
 from .follow import Follower, FollowError, local_time
 from .store import Reader, Sample, Writer
@@ -38,7 +39,7 @@ class Recorder:
         self._backoff = BACKOFF_MIN
         self._lost = False
 
-    def on_signal(self, signum, frame) -> None:
+    def on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         self.stopping = True
         if self._waiting:
             raise Stop()
@@ -128,7 +129,8 @@ class Recorder:
 
 
 
-def write_tsv(out: TextIO, names: List[str], reader: Reader, devices, start, end) -> int:
+def write_tsv(out: TextIO, names: List[str], reader: Reader, devices: Optional[Sequence[int]], start: Optional[int],
+              end: Optional[int]) -> int:
     """Header, then one line per device and read time; empty cells where a value was not read."""
     out.write("\t".join(["DeviceId", "Time", *names]) + "\n")
     rows = 0

@@ -25,12 +25,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 from .encoding import Encoding
 from .measurements import CATALOGUE
 from .meters.model import MeterModel
 from .state import atomic_write
+
+if TYPE_CHECKING:   # typing has TypeGuard from Python 3.10 on; annotations here are never evaluated
+    from typing_extensions import TypeGuard
 
 COUNTER_UNITS = ("kWh", "kvarh")
 COUNTERS: FrozenSet[str] = frozenset(name for name, m in CATALOGUE.items() if m.unit in COUNTER_UNITS)
@@ -244,7 +247,7 @@ class _Track:
 class _Meter:
     model_key: str
     tracks: Dict[str, _Track] = field(default_factory=dict)
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
 
 
 def _invalid(raw: float) -> bool:
@@ -377,7 +380,7 @@ class CounterGuard:
         self._meters.pop(meter_key, None)
 
     # -- persistence ----------------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Dict[str, Any]:
         """The last accepted value and time of every counter, as JSON-ready data."""
         meters = {}
         for key, meter in sorted(self._meters.items()):
@@ -410,7 +413,7 @@ class CounterGuard:
             warnings.extend(self._restore_meter(key, model, entry["counters"]))
         return warnings
 
-    def _restore_meter(self, key: str, model: MeterModel, counters: Mapping) -> List[str]:
+    def _restore_meter(self, key: str, model: MeterModel, counters: Mapping[str, object]) -> List[str]:
         warnings = []
         meter = self._meter(key, model)
         for name, saved in counters.items():
@@ -441,7 +444,7 @@ class Sanity:
 
     def __init__(self, guard: Optional[CounterGuard] = None):
         self.guard = guard or CounterGuard()
-        self._refused: Counter = Counter()
+        self._refused: Counter[str] = Counter()
 
     def check(self, meter_key: str, model: MeterModel, values: Mapping[str, Optional[float]],
               timestamp: float) -> Checked:
@@ -459,7 +462,7 @@ class Sanity:
         self.guard.forget(meter_key)
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -136,7 +136,7 @@ class Writer(_File):
     """Opens (or creates) a logger file for recording; refuses a file another writer holds."""
 
     def __init__(self, path: str):
-        self._lock_fd = _lock(path)
+        self._lock_fd: Optional[int] = _lock(path)
         try:
             conn = sqlite3.connect(path, isolation_level=None)
             super().__init__(path, conn)
@@ -195,6 +195,7 @@ class Writer(_File):
                             self.path, name, MAX_MEASUREMENTS)
                 return None
             mid = self.conn.execute("INSERT INTO measurement (name) VALUES (?)", (name,)).lastrowid
+            assert mid is not None, "sqlite gives every inserted row an id"
             self.ids[name], self.names[mid] = mid, name
         return mid
 
@@ -287,18 +288,19 @@ class Reader(_File):
         """(time, device, {name: value}) per device and read time, in time order; streams."""
         low = pack(start, 0, 0) if start is not None else -(1 << 63)
         high = pack(end, 0, 0) - 1 if end is not None else (1 << 63) - 1
-        current, values = None, {}
+        current: Optional[int] = None
+        values: Dict[str, float] = {}
         try:
             for key, value in self.conn.execute(
                     "SELECT key, value FROM packed_sample WHERE key BETWEEN ? AND ? ORDER BY key", (low, high)):
                 group = key >> 8
                 if group != current:
-                    if values:
+                    if current is not None and values:
                         yield current >> 8, current & 0xFF, values
                     current, values = group, {}
                 if devices is None or (group & 0xFF) in devices:
                     values[self.name(key & 0xFF)] = value
-            if values:
+            if current is not None and values:
                 yield current >> 8, current & 0xFF, values
         except sqlite3.Error as err:
             raise _sqlite_error(self.path, err) from None

@@ -17,14 +17,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from sdm.config import BusConfig, Config, load
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "contrib" / "sdm-demo.toml"
 
 
-def wait_for(ready, seconds: float) -> bool:
+def wait_for(ready: Callable[[], bool], seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if ready():
@@ -52,7 +52,7 @@ def listen_override(text: str, url: str) -> str:
     return re.sub(r'(?m)^listen = ".*"$', f'listen = "{url}"', text, count=1)
 
 
-def start_simulators(config: Config, seed: Optional[int]) -> List[subprocess.Popen]:
+def start_simulators(config: Config, seed: Optional[int]) -> List[subprocess.Popen[bytes]]:
     started = []
     for bus in config.buses:
         if bus.kind == "serial":

@@ -127,7 +127,7 @@ class ServedLog:
         self.stream = stream
         self.record(event="start")
 
-    def record(self, **fields) -> None:
+    def record(self, **fields: object) -> None:
         if self.stream is None:
             return
         self.stream.write(json.dumps({"t": time.time(), **fields}, separators=(",", ":")) + "\n")

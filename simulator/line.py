@@ -6,10 +6,18 @@ import os
 import select
 import termios
 import tty
-from typing import Optional
+from typing import Optional, Protocol
 
 # termios speed constants -> baud rate
 BAUD_RATES = {getattr(termios, f"B{rate}"): rate for rate in (1200, 2400, 4800, 9600, 19200, 38400)}
+
+
+class ByteLine(Protocol):
+    """What the simulator serves meters on: the pty, a TCP connection, or one of the wrappers that add
+    latency, pacing or an unplugged cable to another line."""
+
+    def read(self, timeout: Optional[float]) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
 
 
 class PtyLine:

@@ -93,8 +93,10 @@ class VirtualMeter:
 
     def read(self, fc: int, start: int, count: int) -> List[int]:
         """Registers [start, start + count) of function code fc, or MeterException."""
-        if fc == READ_HOLDING and start == METER_CODE_ADDRESS and count == 1 and self.answer_meter_code:
-            return [self.model.meter_code]
+        code = self.model.meter_code
+        if fc == READ_HOLDING and start == METER_CODE_ADDRESS and count == 1 and self.answer_meter_code \
+                and code is not None:
+            return [code]
         holding = self._holding()
         if fc == READ_HOLDING and holding and not any(f == fc for f, _, _ in self.model.address_space):
             if not all(a in holding for a in range(start, start + count)):
@@ -128,7 +130,7 @@ class VirtualMeter:
         if self.model.set_mode and not self.set_mode:
             raise MeterException(SET_MODE_REFUSAL)
         code = setting.stored(words)
-        if setting.meaning(code) is None:
+        if code is None or setting.meaning(code) is None:
             raise MeterException(ILLEGAL_DATA_VALUE)
         self.stored[setting.key] = code
         self.written_at = now
@@ -151,11 +153,19 @@ class VirtualMeter:
     def _apply(self) -> None:
         if not self.model.settings:
             return
-        meaning = {s.key: s.meaning(self.stored[s.key]) for s in self.model.settings}
+        meaning = {s.key: self._meaning(s) for s in self.model.settings}
         self.slave = int(meaning["id"])
         now_line = LineSetting(int(meaning["baud"]), meaning["parity"])
         if self.line is not None or now_line != UNKNOWN_LINE_STORED:
             self.line = now_line
+
+    def _meaning(self, setting: Setting) -> str:
+        """What the stored code of a setting means: every stored code has one (the first ones come from
+        code_for, written ones pass write's check), so a missing meaning is a simulator bug."""
+        text = setting.meaning(self.stored[setting.key])
+        if text is None:
+            raise ValueError(f"{self.model.model}: stored {setting.label} {self.stored[setting.key]} means nothing")
+        return text
 
     def _image(self, fc: int, start: int, end: int) -> List[int]:
         wanted = [reg for reg in self.model.registers if reg.fc == fc and reg.end > start and reg.address < end]

@@ -26,7 +26,7 @@ import select
 import socket
 import threading
 import time
-from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 from umodbus.client.serial.redundancy_check import add_crc
 
@@ -34,6 +34,7 @@ from sdm.framing.mbap import HEADER, HEADER_BYTES, MAX_LENGTH
 from sdm.framing.rtu import EXCEPTION_BYTES, REPLY_OVERHEAD, crc_ok
 from sdm.transport.tcp import parse_address
 
+from .line import ByteLine
 from .meters import VirtualMeter
 from .pacing import Pacing, paced
 from .server import Disturb, SlaveLoop
@@ -87,7 +88,7 @@ class LatencyLine:
     """A line whose requests reach the serial side ``latency`` s after they came in: a gateway's
     forwarding time.  Under a PacedLine, the serial line's time then comes on top of it."""
 
-    def __init__(self, line, latency: float, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, line: ByteLine, latency: float, sleep: Callable[[float], None] = time.sleep):
         self.line = line
         self.latency = latency
         self.sleep = sleep
@@ -105,7 +106,7 @@ class LatencyLine:
 class MbapFramer:
     """Cuts a Modbus TCP byte stream into (transaction id, unit id, PDU) requests."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[Tuple[int, int, bytes]]:
@@ -154,7 +155,7 @@ class MbapConnection:
             # the virtual meters understand register reads only, as on the pty (8-byte frames)
             request = add_crc(bytes([unit]) + pdu)
             reply = self.loop.reply_to(request, now) if len(pdu) == READ_PDU_BYTES else None
-            if not usable_reply(request, reply):
+            if reply is None or not usable_reply(request, reply):
                 continue
             self._await_serial_side(len(request), len(reply), now)
             self.line.write(mbap_reply(tid, reply))
@@ -180,11 +181,11 @@ class SimBus:
     garbage: List[int]
     seed: Optional[int]
     disturb: Optional[Disturb]
-    lock: ContextManager
+    lock: ContextManager[object]
     pacing: Optional[Pacing] = None
     latency: float = 0.0
 
-    def slave_loop(self, line, power_cycle_after: Optional[float] = None) -> SlaveLoop:
+    def slave_loop(self, line: ByteLine, power_cycle_after: Optional[float] = None) -> SlaveLoop:
         return SlaveLoop(line, self.meters, self.garbage, self.seed, self.disturb, self.lock, power_cycle_after)
 
     def fresh_pacing(self) -> Optional[Pacing]:
@@ -250,7 +251,7 @@ class GatewayServer:
         for sock in list(self.connections):
             sock.close()
 
-    def _spawn(self, target, name: str, *args) -> None:
+    def _spawn(self, target: Callable[..., None], name: str, *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=f"{self.kind}-{name}", daemon=True)
         self.threads.append(thread)
         thread.start()
@@ -267,7 +268,7 @@ class GatewayServer:
             self.connections.append(sock)
             self._spawn(self._serve, str(peer[1]), sock, peer)
 
-    def _serve(self, sock: socket.socket, peer) -> None:
+    def _serve(self, sock: socket.socket, peer: Tuple[Any, ...]) -> None:   # (host, port, ...) by family
         log.info("%s: connection from %s:%d", self.url, peer[0], peer[1])
         try:
             SERVE[self.kind](self.bus, sock, lambda: self.running)

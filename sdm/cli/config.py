@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..configure import BAD_INPUT, REFUSED, ConfigError, Configurator, MeterSilent, Reach, Session
 from ..framing import rtu
@@ -54,7 +54,7 @@ def held_elsewhere(err: TransportError) -> bool:
     return getattr(err.__cause__, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
-def opener(path: str):
+def opener(path: str) -> Callable[[Comset], SerialTransport]:
     def open_line(settings: Comset) -> SerialTransport:
         transport = SerialTransport(path, settings)
         transport.open()

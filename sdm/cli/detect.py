@@ -73,7 +73,7 @@ class Progress:
 
 
 def run_scan(scanner: Scanner, ids: List[int], verbose: bool, out: TextIO, label: str = "",
-             setting: str = "") -> list:
+             setting: str = "") -> List[Found]:
     """Scan ``ids`` on one line setting, printing what answers; ``label`` heads the progress bar,
     ``setting`` (when several are scanned) follows each meter found."""
     progress = Progress(len(ids), sys.stderr, label)
@@ -91,7 +91,7 @@ def run_scan(scanner: Scanner, ids: List[int], verbose: bool, out: TextIO, label
         progress.clear()
 
 
-def scan_setting(link: Link, number: int, ids: List[int], args, label: str) -> List[Found]:
+def scan_setting(link: Link, number: int, ids: List[int], args: argparse.Namespace, label: str) -> List[Found]:
     """Open the link at one line setting, scan, close; ``label`` is set when several settings are scanned."""
     link.open()
     log.info("scanning %d ids (%s) on %s at %s", len(ids), args.ids, link.port, comset_label(comset(number)))

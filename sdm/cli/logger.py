@@ -51,7 +51,7 @@ def record(args: argparse.Namespace) -> int:
 
 def inspect(args: argparse.Namespace) -> int:
     summary = Reader(args.dbfile).summary()
-    if not summary.count:
+    if not summary.count or summary.first is None or summary.last is None:
         print(f"sdm630_logger: {args.dbfile} holds no values yet", file=sys.stderr)
         return 1
     print(f"{args.dbfile}: {summary.count} values from {len(summary.devices)} device(s)")

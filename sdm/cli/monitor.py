@@ -13,7 +13,7 @@ import json
 import sys
 import time
 import urllib.request
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from ..follow import BadReply, Follower, Unreachable, local_time, parse_base_url, to_sample
 
@@ -56,7 +56,7 @@ class Monitor:
         return (f"{local_time(read_ms)} device {self.device}: L1 {watts(phases[0])}  L2 {watts(phases[1])}  "
                 f"L3 {watts(phases[2])}  total {watts(total)}")
 
-    def events(self, events: Iterable[dict]) -> None:
+    def events(self, events: Iterable[object]) -> None:
         """Print one line per read of our meter that carried power values, and status changes."""
         read_ms = None
         for event in events:
@@ -78,7 +78,7 @@ class Monitor:
         if read_ms is not None:
             self.say(self.line(read_ms))
 
-    def configured(self, meters: List[dict]) -> None:
+    def configured(self, meters: List[Dict[str, Any]]) -> None:
         """Say when our meter is unknown to the gateway, or changes availability."""
         ours = next((m for m in meters if m.get("Id") == self.device), None)
         status = "not configured" if ours is None else ours.get("Status", "?")

@@ -3,6 +3,8 @@
 All values: FC 04 input registers, float32 high word first (docs/registers.md).
 """
 
+from typing import Iterable, Optional, Tuple
+
 from .model import READ_INPUT, Identity, MeterModel, Setting, check_model, registers
 
 # Real Eastron meters answer any input register in this range, with 0 where
@@ -93,7 +95,7 @@ BAUD_CODES_SDM630 = ((0, "2400"), (1, "4800"), (2, "9600"), (3, "19200"), (4, "3
 # verification reads at the old settings first and tries the new ones when the old stay silent.
 
 
-def _comms(baud_codes, writable: bool):
+def _comms(baud_codes: Tuple[Tuple[int, str], ...], writable: bool) -> Tuple[Setting, ...]:
     return (
         Setting("id", "MODBUS id", ID_ADDRESS, low=1, high=247, writable=writable),
         Setting("baud", "baud rate", BAUD_ADDRESS, codes=baud_codes, writable=writable),
@@ -112,8 +114,9 @@ EASTRON_PANEL = ("the meter's set-up menu (see its manual); models without butto
                  "be changed over MODBUS")
 
 
-def _eastron(key: str, model: str, rows, max_registers: int, phases: int, max_current: float,
-             meter_code=None, settings=(), identity=(), set_mode: bool = False) -> MeterModel:
+def _eastron(key: str, model: str, rows: Iterable[Tuple[str, int]], max_registers: int, phases: int,
+             max_current: float, meter_code: Optional[int] = None, settings: Tuple[Setting, ...] = (),
+             identity: Tuple[Identity, ...] = (), set_mode: bool = False) -> MeterModel:
     return check_model(MeterModel(
         key=key,
         manufacturer="Eastron",
