@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .encoding import Encoding, decode
 from .framing import rtu
@@ -22,7 +22,7 @@ from .measurements import describe
 from .meters.eastron import METER_CODE_ADDRESS
 from .meters.model import READ_HOLDING, MeterModel, Register
 from .meters.registry import ALIASES, MAX_SLAVE_ID, MODELS, parse_slave_id
-from .transport import Line
+from .transport import Link
 
 NOMINAL_VOLTAGES = (110.0, 230.0)
 VOLTAGE_TOLERANCE = 0.10
@@ -120,20 +120,10 @@ def parse_ids(text: str) -> List[int]:
     return sorted(ids)
 
 
-class ScanLink(Protocol):
-    """A link (RtuLink, or a TCP gateway's link from sdm.framing.make_link) with a short-wait mode."""
-
-    @property
-    def transport(self) -> Line: ...   # read-only here, so a link may hold any kind of Line
-
-    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
-                 prompt: bool = False) -> List[int]: ...
-
-
 class Scanner:
     """Probes ids on one link.  ``turnaround``: how long a meter may take to begin a reply."""
 
-    def __init__(self, link: ScanLink, turnaround: float = DEFAULT_TURNAROUND):
+    def __init__(self, link: Link, turnaround: float = DEFAULT_TURNAROUND):
         self.link = link
         self.turnaround = turnaround
         self.families = families()

@@ -22,7 +22,8 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Counter as TypingCounter
 
 from .config import MeterConfig
 from .readings import dumps, readings, rfc3339
@@ -61,7 +62,7 @@ class AvailabilityUpdate:
 
 @dataclass(frozen=True)
 class StatusUpdate:
-    status: Mapping
+    status: Mapping[str, Any]
     timestamp: float
 
 
@@ -86,7 +87,7 @@ class MeterState:
     last_good: float = 0.0
     requests: int = 0
     complete_readings: int = 0
-    errors: Counter = field(default_factory=Counter)
+    errors: TypingCounter[str] = field(default_factory=Counter)
     window: Deque[Tuple[float, Mapping[str, Optional[float]]]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_MAX_SAMPLES))
     raw: Dict[str, Optional[float]] = field(default_factory=dict)    # as read, before the checks
@@ -101,7 +102,7 @@ class MeterState:
     def name(self) -> str:
         return self.config.name
 
-    def readings(self) -> dict:
+    def readings(self) -> Dict[str, Any]:
         return readings(self.config.name, self.device_id, self.timestamp, self.values)
 
     def readings_json(self) -> bytes:
@@ -123,7 +124,7 @@ class MeterState:
         while self.window and self.window[0][0] < now - WINDOW_SECONDS:
             self.window.popleft()
 
-    def minute_average(self, now: Optional[float] = None) -> dict:
+    def minute_average(self, now: Optional[float] = None) -> Dict[str, Any]:
         """Per-measurement mean over the last minute; nulls for an empty window.
 
         An energy counter's "average" is its last accepted value: a mean of a rising count is a
@@ -244,7 +245,7 @@ class Hub:
         if hint is not None:
             state.hint = hint or None
 
-    def publish_status(self, status: Mapping) -> None:
+    def publish_status(self, status: Mapping[str, Any]) -> None:
         self._emit(StatusUpdate(status, time.time()))
 
     # -- read by the outputs ---------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Callable, Deque, Dict, List, Mapping, Optional, Protocol, Seq
 from .config import DEFAULT_BUS_NAME, MeterConfig
 from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE
+from .meters.model import Register
 from .plan import Block, decode_block, make_block, one_per_request, plan, request_overhead_chars, split
 from .schedule import Schedule, is_slow, next_due
 from .transport import LineCost, Link, TransportError
@@ -115,7 +116,7 @@ class MeterReader:
         self.fast_blocks = (
             self._plan(fast) if self.schedule.slow_interval and 0 < len(fast) < len(registers) else None)
 
-    def _plan(self, regs) -> List[Block]:
+    def _plan(self, regs: Sequence[Register]) -> List[Block]:
         """The requests of a cycle, shortest first: after a start the first values come soonest."""
         if not self.settings.merge:
             return one_per_request(regs)

@@ -170,7 +170,8 @@ class SlaveLoop:
     def cycle_due(self, now: float) -> None:
         """Power-cycle every meter on request (a signal), or each meter whose settings write is old enough."""
         due = [m for m in self.meters.values() if self.power_cycle_requested or (
-            m.pending and self.power_cycle_after is not None and now - m.written_at >= self.power_cycle_after)]
+            m.pending and self.power_cycle_after is not None and m.written_at is not None
+            and now - m.written_at >= self.power_cycle_after)]
         self.power_cycle_requested = False
         for meter in due:
             before = (meter.slave, meter.line)
@@ -196,6 +197,7 @@ class SlaveLoop:
 
     def reply_to(self, request: bytes, now: float) -> Optional[bytes]:
         """The bytes the bus carries back for one CRC-valid request frame; None for silence."""
+        reply: Optional[bytes]
         with self.lock:
             if request[0] in self.garbage:
                 reply = garbage_reply(self.rng)

@@ -17,7 +17,7 @@ from .. import config as configuration  # noqa: E402
 from ..bus import BusThreads, bus_state_of  # noqa: E402
 from ..config import CountersConfig  # noqa: E402
 from ..hub import Hub  # noqa: E402
-from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
+from ..mqtt import MqttPublisher, add_mqtt_flags, start_mqtt  # noqa: E402
 from ..sanity import STATE_FILE, CounterFile, CounterGuard, CounterPolicy, Sanity, rating_of  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
 from ..state import StateError, state_dir  # noqa: E402
@@ -146,7 +146,7 @@ def save_at_exit(store: CounterFile, guard: CounterGuard) -> None:
                   store.path, err.strerror or err)
 
 
-def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, object]:
+def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, Optional[MqttPublisher]]:
     """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses], sanity)
     buses = BusThreads(hub, config.buses)

@@ -23,7 +23,7 @@ other framing after a run of silence.
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional, Set, Union
+from typing import Callable, List, Optional, Set, Tuple, Union
 
 from ..transport import TransportError
 from ..transport.tcp import TcpTransport
@@ -51,6 +51,8 @@ def looks_like_mbap(data: bytes) -> bool:
     """
     if len(data) < HEADER_BYTES + 1:
         return False
+    protocol: int
+    length: int
     _, protocol, length, _ = HEADER.unpack(data[:HEADER_BYTES])
     return protocol == 0 and MIN_LENGTH <= length <= MAX_LENGTH and len(data) == HEADER_BYTES - 1 + length
 
@@ -86,7 +88,9 @@ class GatewayLink:
             raise ValueError(f"max_silent must be at least 1, not {max_silent}")
         self.framing = framing
         self.other = other
-        self.transport: TcpTransport = framing.transport
+        if not isinstance(framing.transport, TcpTransport):
+            raise TypeError("a GatewayLink watches a TCP connection")
+        self.transport = framing.transport
         self.port = framing.port
         self.kind = framing.kind
         self.cost = framing.cost
@@ -134,7 +138,7 @@ class GatewayLink:
             log.info("bus %s: meter %d answers; the gateway mode is right after all", self.port, slave)
             self.hint = None
 
-    def _failed(self, slave: int, request: tuple, prompt: bool) -> None:
+    def _failed(self, slave: int, request: Tuple[int, int, int, int, float], prompt: bool) -> None:
         received = bytes(self.transport.received)
         if received:
             self._end_silence()         # bytes came back: the connection works
@@ -152,7 +156,7 @@ class GatewayLink:
             raise TransportError(f"{self.port}: not a byte back for {silent} requests in a row, "
                                  f"from any meter; reconnecting")
 
-    def _lost(self, request: tuple) -> None:
+    def _lost(self, request: Tuple[int, int, int, int, float]) -> None:
         """The gateway closed or reset the connection during an exchange: the bus reconnects.
         A gateway that closes on every request it cannot parse is probed like a silent one."""
         self._silent += 1
@@ -164,7 +168,7 @@ class GatewayLink:
         self._silent_ids.clear()
         self._probed = False
 
-    def _probe_other(self, request: tuple) -> None:
+    def _probe_other(self, request: Tuple[int, int, int, int, float]) -> None:
         """Send the failing request once in the other framing, on a fresh connection (the
         old one is dead or closed); a valid reply sets the hint.
 

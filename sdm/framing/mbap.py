@@ -48,7 +48,7 @@ def build_request(tid: int, slave: int, fc: int, start: int, count: int) -> byte
         adu = umodbus_tcp.read_input_registers(slave, start, count)
     else:
         raise ValueError(f"function code {fc} is not a register read")
-    return struct.pack(">H", tid % TID_MODULUS) + adu[2:]
+    return struct.pack(">H", tid % TID_MODULUS) + bytes(adu[2:])
 
 
 def is_older(tid: int, current: int) -> bool:

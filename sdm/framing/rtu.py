@@ -84,9 +84,9 @@ ERROR_KINDS = (NoReply.kind, ShortReply.kind, CRCError.kind, MalformedReply.kind
 def build_request(slave: int, fc: int, start: int, count: int) -> bytes:
     """The request ADU for reading ``count`` registers (FC 03 or FC 04)."""
     if fc == 0x03:
-        return umodbus_rtu.read_holding_registers(slave, start, count)
+        return bytes(umodbus_rtu.read_holding_registers(slave, start, count))
     if fc == 0x04:
-        return umodbus_rtu.read_input_registers(slave, start, count)
+        return bytes(umodbus_rtu.read_input_registers(slave, start, count))
     raise ValueError(f"function code {fc} is not a register read")
 
 
@@ -94,7 +94,7 @@ def build_write(slave: int, start: int, values: List[int]) -> bytes:
     """The FC 16 (write multiple registers) request ADU; ``values`` are 16-bit words."""
     if not 1 <= len(values) <= MAX_WRITE_REGISTERS or not all(0 <= v <= 0xFFFF for v in values):
         raise ValueError("FC 16 writes 1-123 words of 16 bits")
-    return umodbus_rtu.write_multiple_registers(slave, start, list(values))
+    return bytes(umodbus_rtu.write_multiple_registers(slave, start, list(values)))
 
 
 def reply_bytes(count: int) -> int:

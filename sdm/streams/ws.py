@@ -128,7 +128,8 @@ class Client:
         """
         if not self.sending and self.queue.empty():
             try:
-                sent = self.sock.send(data, 0, 0.0)     # gevent: timeout 0, never waits
+                # gevent's socket.send takes a timeout (0: never waits); the stdlib stubs do not know it
+                sent = self.sock.send(data, 0, 0.0)  # type: ignore[call-arg]
             except BlockingIOError:
                 sent = 0
             except OSError as err:

@@ -140,15 +140,22 @@ class Link(Protocol):
 
     ``exchange`` returns the registers or raises a ``sdm.framing.rtu.ModbusError``
     (the meter's fault: counted per meter) or :class:`TransportError` (the
-    link's fault: the bus closes and reopens it).
+    link's fault: the bus closes and reopens it).  ``prompt``: a reply that has
+    not begun within ``timeout`` counts as none (a bus scan's short wait).
+    ``hint``: what the link suspects is wrong with its gateway, or None.
     """
 
     port: str            # as configured: /dev/ttyUSB0, rtu+tcp://host:port, tcp://host:port
     kind: str            # "serial", "rtu+tcp" or "tcp"
     cost: LineCost
 
+    hint: Optional[str]
+
+    @property
+    def transport(self) -> Line: ...
     @property
     def is_open(self) -> bool: ...
     def open(self) -> None: ...
     def close(self) -> None: ...
-    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float) -> List[int]: ...
+    def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
+                 prompt: bool = False) -> List[int]: ...

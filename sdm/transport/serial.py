@@ -72,9 +72,9 @@ class SerialTransport:
                 pass
 
     def clear_input(self) -> None:
-        self._require_open()
+        port = self._require_open()
         try:
-            self._port.reset_input_buffer()
+            port.reset_input_buffer()
         except (serial.SerialException, OSError, TypeError, termios.error) as err:
             # termios.error is not an OSError: an unplugged adapter raises it here
             raise TransportError(f"{self.path}: {err}") from err
@@ -132,6 +132,7 @@ class SerialTransport:
         """Discard input until the line has been quiet for ``quiet`` s (at most ``limit`` s)."""
         drain(self, quiet, limit)
 
-    def _require_open(self) -> None:
+    def _require_open(self) -> serial.Serial:
         if self._port is None:
             raise TransportError(f"{self.path} is not open")
+        return self._port
