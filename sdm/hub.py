@@ -162,7 +162,7 @@ class Hub:
         self.meters: Dict[str, MeterState] = {
             cfg.name: MeterState(cfg)
             for cfg in sorted(configs, key=lambda c: (order.index(c.bus), c.device_id))}
-        self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
+        self._sections: Dict[str, Callable[[], Mapping[str, object]]] = {}   # extra /status sections
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
 
@@ -247,6 +247,14 @@ class Hub:
 
     def publish_status(self, status: Mapping[str, Any]) -> None:
         self._emit(StatusUpdate(status, time.time()))
+
+    def add_section(self, name: str, report: Callable[[], Mapping[str, object]]) -> None:
+        """An output's own part of /status (e.g. ``Mqtt``): ``report`` is asked at each /status."""
+        self._sections[name] = report
+
+    def sections(self) -> Dict[str, Dict[str, object]]:
+        """Every output's /status part, as it is now."""
+        return {name: dict(report()) for name, report in self._sections.items()}
 
     # -- read by the outputs ---------------------------------------------------
     def available(self) -> List[MeterState]:

@@ -25,7 +25,7 @@ import time
 import types
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Deque, Dict, Mapping, Optional, Union, cast
+from typing import TYPE_CHECKING, Any, Deque, Dict, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import gevent
@@ -278,8 +278,7 @@ class MqttPublisher:
 
     # -- lifecycle (main greenlet) ----------------------------------------------
     def start(self) -> None:
-        # The hub types its sections as Dict[str, object] (invariant) though /status only copies them.
-        self.hub.sections["Mqtt"] = cast(Dict[str, object], self.counters)
+        self.hub.add_section("Mqtt", lambda: self.counters)
         self.hub.subscribe(self.on_event)
         log.info("mqtt: publishing to %s under %s/", self.settings.broker, self.settings.base)
         self.client.connect_async(self.settings.broker.host, self.settings.broker.port, keepalive=KEEPALIVE)

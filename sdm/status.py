@@ -80,7 +80,7 @@ def status(hub: Hub) -> Dict[str, Any]:
         },
         "Bus": _legacy_bus(hub),
         "Buses": [_bus(hub, bus) for bus in hub.buses.values()],
-        **{name: dict(section) for name, section in hub.sections.items()},
+        **hub.sections(),
         "ConfiguredMeters": [
             {
                 "Id": meter.device_id,
