@@ -16,11 +16,12 @@ from .. import __version__  # noqa: E402
 from .. import config as configuration  # noqa: E402
 from ..bus import BusThreads, bus_state_of  # noqa: E402
 from ..config import CountersConfig  # noqa: E402
+from ..counter_store import CounterKeeper  # noqa: E402
 from ..hub import Hub  # noqa: E402
 from ..mqtt import MqttPublisher, add_mqtt_flags, start_mqtt  # noqa: E402
-from ..sanity import STATE_FILE, CounterFile, CounterGuard, CounterPolicy, Sanity, rating_of  # noqa: E402
+from ..sanity import Sanity  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
-from ..state import StateError, state_dir  # noqa: E402
+from ..state import StateError  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -110,42 +111,6 @@ def build_http(config: configuration.Config, hub: Hub):
     return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
 
 
-def counter_guard(config: configuration.Config) -> CounterGuard:
-    """The one decision about energy counters, with the configured numbers and meter ratings."""
-    numbers = config.counters
-    policy = CounterPolicy(confirm_readings=numbers.confirm_readings, confirm_seconds=numbers.confirm_seconds,
-                           first_readings=numbers.first_readings)
-    ratings = {m.name: rating_of(m.model, m.max_current) for m in config.meters if m.max_current is not None}
-    return CounterGuard(policy, ratings)
-
-
-def counter_file(config: configuration.Config, guard: CounterGuard) -> CounterFile:
-    """The state file, read into the guard before anything is published (StateError: no directory)."""
-    store = CounterFile(state_dir(config.state_dir) / STATE_FILE)
-    for warning in store.load(guard, {m.name: m.model for m in config.meters}):
-        log.warning("%s", warning)
-    log.info("energy counters: state in %s", store.path)
-    return store
-
-
-def keep_saving(store: CounterFile, guard: CounterGuard, period: float = 1.0) -> None:
-    """Write the state file when it is due, the disk work in gevent's thread pool (runs for ever)."""
-    pool = gevent.get_hub().threadpool
-    while True:
-        gevent.sleep(period)
-        problem = store.maybe_save(guard, lambda work: pool.apply(work))
-        if problem:
-            log.warning("%s", problem)
-
-
-def save_at_exit(store: CounterFile, guard: CounterGuard) -> None:
-    try:
-        store.save(guard)
-    except OSError as err:
-        log.error("%s: cannot be written at exit (%s); the next start uses the last good copy",
-                  store.path, err.strerror or err)
-
-
 def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, Optional[MqttPublisher]]:
     """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses], sanity)
@@ -171,9 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.verbose and not args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
     try:
-        guard = counter_guard(config)
-        store = counter_file(config, guard)
-        hub, buses, mqtt = start(config, Sanity(guard))
+        counters = CounterKeeper(config)
+        hub, buses, mqtt = start(config, Sanity(counters.guard))
     except (ValueError, OSError, StateError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -193,14 +157,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             return
         log.info("stopping")
         buses.stop()
-        saver.kill()
-        save_at_exit(store, guard)
+        counters.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         streams.stop()
         server.stop(timeout=STOP_GRACE)
 
-    saver = gevent.spawn(keep_saving, store, guard)
+    counters.start()
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)
     server.start()
@@ -209,9 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
              ", ".join(f"{m.bus}/{m.name} ({m.type_name.lower()}:{m.device_id})" for m in config.meters))
     server.serve_forever()
     buses.stop()
-    if not saver.dead:
-        saver.kill()
-        save_at_exit(store, guard)
+    counters.stop()
     return 0
 
 
