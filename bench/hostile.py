@@ -1,0 +1,147 @@
+"""Hostile clients (issue 11): the bus keeps its rate while clients misbehave.
+
+One SDM630 on a paced 9600-baud pty (about 6 requests a second), the gateway
+started with at most 1024 open files (systemd's default), and the load of
+the issue from a separate process (bench/hostile_load.py): a websocket text
+flood, 300 connections sending headers a byte a second, twenty clients
+fetching /metrics and /minuteavg without pause; each alone, then all together.
+
+For each load: the bus's requests per second from /status over the load's
+window against the same window idle just before, the error counters
+(timeouts, late frames) before and after, and the slowest /last/1 of a
+normal client asking four times a second on a fresh connection each time.
+tests/e2e/test_hostile.py runs the same rounds shorter and asserts the ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+from tests.support import Gateway, Simulator, http_request
+
+METER = "sdm630:1"
+BAUD = 9600
+FILE_LIMIT = 1024                # systemd's default soft limit
+RATE_TARGET = 0.9                # share of the idle request rate the bus keeps under load
+LATENCY_TARGET = 1.0             # s, slowest /last/1 of a normal client under load
+PROBE_INTERVAL = 0.25            # s between two probes of the normal client
+LOADS = (("ws",), ("slow",), ("http",), ("ws", "slow", "http"))
+SECONDS = 10.0
+
+
+def limit_files(limit: int = FILE_LIMIT):
+    """A preexec_fn giving the child process at most ``limit`` open files."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return apply
+
+
+@contextlib.contextmanager
+def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -> Iterator[Gateway]:
+    """A paced simulated SDM630 and the gateway on it, limited to ``FILE_LIMIT`` files; stopped on exit."""
+    folder = Path(workdir or tempfile.mkdtemp(prefix="sdm-hostile-"))
+    sim = Simulator(folder / "tty", METER, ["--baud", str(BAUD)])
+    gw = Gateway(str(folder / "tty"), METER, list(extra), folder / "httpd.log")
+    gw.preexec = limit_files()
+    try:
+        sim.start()
+        yield gw.start()
+    finally:
+        gw.stop()
+        sim.stop()
+
+
+@dataclass
+class Window:
+    """What the bus and a normal client did over one stretch of time."""
+
+    seconds: float
+    requests: int
+    errors: Dict[str, int]
+    slowest_last: float            # s, the slowest /last/1 of the probing client
+    failed_probes: int
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def bus_counters(port: int) -> Dict[str, int]:
+    bus = http_request(port, "/status", timeout=5).json()["Buses"][0]
+    return {"requests": bus["Requests"], **bus["ErrorsByKind"]}
+
+
+def probe(port: int) -> Optional[float]:
+    """Seconds a fresh connection takes to get /last/1 (None when it failed)."""
+    started = time.monotonic()
+    try:
+        response = http_request(port, "/last/1", timeout=5)
+    except OSError:
+        return None
+    return time.monotonic() - started if response.status == 200 else None
+
+
+def measure(port: int, seconds: float, load: Optional[subprocess.Popen] = None) -> Window:
+    """Counters over ``seconds`` (while ``load`` runs, if given), probing /last/1 meanwhile."""
+    before, started = bus_counters(port), time.monotonic()
+    times: List[Optional[float]] = []
+    while time.monotonic() - started < seconds:
+        times.append(probe(port))
+        time.sleep(max(0.0, PROBE_INTERVAL - (times[-1] or 0.0)))
+    after, elapsed = bus_counters(port), time.monotonic() - started
+    if load is not None:
+        load.wait(timeout=30)
+    errors = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after if kind != "requests"}
+    good = [t for t in times if t is not None]
+    return Window(elapsed, after["requests"] - before["requests"], {k: v for k, v in errors.items() if v},
+                  max(good) if good else float("inf"), len(times) - len(good))
+
+
+def start_load(port: int, kinds: Sequence[str], seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.hostile_load", str(port), *kinds, "-s", str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+
+
+def held(port: int, kinds: Sequence[str], seconds: float) -> Dict[str, object]:
+    """One load against the idle window just before it, as a row of figures."""
+    idle = measure(port, seconds)
+    load = start_load(port, kinds, seconds + 1.0)
+    time.sleep(1.0)                       # the load's connections are up before the window starts
+    busy = measure(port, seconds, load)
+    output = load.stdout.read().strip().splitlines() if load.stdout else []
+    done = json.loads(output[-1]) if output and output[-1].startswith("{") else {"output": output[-3:]}
+    return {"load": "+".join(kinds), "idle requests per s": round(idle.rate, 2),
+            "loaded requests per s": round(busy.rate, 2), "ratio": round(busy.rate / idle.rate, 3),
+            "new errors idle": sum(idle.errors.values()), "new errors loaded": sum(busy.errors.values()),
+            "slowest /last/1 s": round(busy.slowest_last, 3), "failed probes": busy.failed_probes,
+            "attacker": done}
+
+
+def holds(row: Dict[str, object]) -> bool:
+    return (row["ratio"] >= RATE_TARGET and row["new errors loaded"] <= row["new errors idle"]
+            and row["slowest /last/1 s"] <= LATENCY_TARGET and row["failed probes"] == 0)
+
+
+def run() -> dict:
+    with bus_and_gateway() as gw:
+        rows = [held(gw.port, kinds, SECONDS) for kinds in LOADS]
+    table = [{key: value for key, value in row.items() if key != "attacker"} for row in rows]
+    return {
+        "setup": f"{METER} at {BAUD} baud (paced pty), gateway limited to {FILE_LIMIT} open files, "
+                 f"{SECONDS:g} s idle then {SECONDS:g} s loaded per row",
+        "loads": table,
+        "attackers": [{"load": row["load"], **row["attacker"]} for row in rows],
+        "targets": [{"target": f"{row['load']}: bus keeps >= {RATE_TARGET:g} of its idle rate, no new errors, "
+                               f"/last/1 within {LATENCY_TARGET:g} s", "figure": row["ratio"], "holds": holds(row)}
+                    for row in rows],
+    }
