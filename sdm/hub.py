@@ -146,6 +146,7 @@ class Hub:
         self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
+        self.changes = 0    # counts every change an output could show (sdm.answers caches by it)
 
     # -- written by the pollers ------------------------------------------------
     def publish(self, name: str, values: Mapping[str, Optional[float]],
@@ -177,6 +178,7 @@ class Hub:
         """One request to a meter, failed with ``error_kind`` or successful (None)."""
         meter = self.meters[name]
         meter.requests += 1
+        self.changes += 1
         if error_kind:
             meter.errors[error_kind] += 1
 
@@ -184,6 +186,7 @@ class Hub:
                   hint: Optional[str] = None) -> None:
         """A bus's link opened or closed (``reopened``: open again after a failure)."""
         state = self.buses[bus]
+        self.changes += 1
         state.connected = connected
         if reopened:
             state.reconnects += 1
@@ -212,6 +215,7 @@ class Hub:
             self._subscribers.remove(subscriber)
 
     def _emit(self, event: object) -> None:
+        self.changes += 1
         for subscriber in list(self._subscribers):
             try:
                 subscriber(event)

@@ -83,16 +83,18 @@ def build_http(config: configuration.Config, hub: Hub):
     once the buses have started, so that bottle, prometheus_client and the rest
     load while the first requests are on the wire.
     """
-    from ..api import fast_last, make_app
+    from ..api import fast_last, guard, make_app
     from ..server import make_server
     from ..streams import Streams
     from ..streams.ws import WsSettings
     http = config.http
     if http.max_ws_clients < 0 or http.max_long_polls < 0:
         raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
-    streams = Streams(hub, WsSettings(max_clients=http.max_ws_clients), max_long_polls=http.max_long_polls)
+    streams = Streams(hub, WsSettings(max_clients=http.max_ws_clients, per_address=http.ws_per_address),
+                      max_long_polls=http.max_long_polls, long_polls_per_address=http.long_polls_per_address)
     app = make_app(hub, bus_label=config.metrics.bus_label)
-    return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
+    return streams, make_server(guard(fast_last(hub, streams.mount(app)), http.cors), http.listen,
+                                access_log=config.verbose, limits=http)
 
 
 def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object]:

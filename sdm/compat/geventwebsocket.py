@@ -51,7 +51,7 @@ class ClientFrame(NamedTuple):
     opcode: int
     payload: bytes
     fin: bool = True
-    rsv: int = 0            # the three RSV bits (no extension is negotiated: must be 0)
+    rsv: int = 0            # the three RSV bits, RSV1 highest (no extension is negotiated: must be 0)
     masked: bool = True     # clients must mask every frame (RFC 6455 5.1)
 
 
@@ -85,7 +85,7 @@ def read_frame(ws: WebSocket, max_length: int) -> ClientFrame:
     payload = ws.raw_read(header.length) if header.length else b""
     if header.mask:
         payload = header.unmask_payload(payload)
-    return ClientFrame(header.opcode, bytes(payload), bool(header.fin), header.flags, bool(header.mask))
+    return ClientFrame(header.opcode, bytes(payload), bool(header.fin), header.flags >> 4, bool(header.mask))
 
 
 def mark_closed(ws: WebSocket) -> None:
