@@ -6,10 +6,11 @@ the issue from a separate process (bench/hostile_load.py): a websocket text
 flood, 300 connections sending headers a byte a second, twenty clients
 fetching /metrics and /minuteavg without pause; each alone, then all together.
 
-For each load: the bus's requests per second from /status over the load's
-window against the same window idle just before, the error counters
-(timeouts, late frames) before and after, and the slowest /last/1 of a
-normal client asking four times a second on a fresh connection each time.
+For each load: the bus's requests per second from the simulator's served log
+(the time of every request it answered) over the load's window against an
+idle window just before, the error counters of /status (timeouts, late
+frames) over both, and the slowest /last/1 of a normal client asking four
+times a second on a fresh connection each time.
 tests/e2e/test_hostile.py runs the same rounds shorter and asserts the ratios.
 """
 
@@ -35,6 +36,7 @@ RATE_TARGET = 0.9                # share of the idle request rate the bus keeps 
 LATENCY_TARGET = 1.0             # s, slowest /last/1 of a normal client under load
 PROBE_INTERVAL = 0.25            # s between two probes of the normal client
 LOADS = (("ws",), ("slow",), ("http",), ("ws", "slow", "http"))
+SLOW_CONNECTIONS = 300           # connections sending their heads a byte a second
 SECONDS = 10.0
 
 
@@ -45,16 +47,40 @@ def limit_files(limit: int = FILE_LIMIT):
     return apply
 
 
+@dataclass
+class Bus:
+    """The gateway under test and the served log of the simulated meter behind it."""
+
+    gateway: Gateway
+    served_log: Path
+
+    @property
+    def port(self) -> int:
+        return self.gateway.port
+
+    def rate(self, start: float, end: float) -> float:
+        """Requests per second the meter answered between two wall-clock times, from the first
+        request in the window to the last (so no window edge rounds the count)."""
+        times = []
+        with open(self.served_log, encoding="utf-8") as log:
+            for line in log:
+                stamp = json.loads(line)["t"]
+                if start <= stamp <= end:
+                    times.append(stamp)
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else 0.0
+
+
 @contextlib.contextmanager
-def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -> Iterator[Gateway]:
+def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -> Iterator[Bus]:
     """A paced simulated SDM630 and the gateway on it, limited to ``FILE_LIMIT`` files; stopped on exit."""
     folder = Path(workdir or tempfile.mkdtemp(prefix="sdm-hostile-"))
-    sim = Simulator(folder / "tty", METER, ["--baud", str(BAUD)])
+    served = folder / "served.jsonl"
+    sim = Simulator(folder / "tty", METER, ["--baud", str(BAUD), "--served-log", str(served)])
     gw = Gateway(str(folder / "tty"), METER, list(extra), folder / "httpd.log")
     gw.preexec = limit_files()
     try:
         sim.start()
-        yield gw.start()
+        yield Bus(gw.start(), served)
     finally:
         gw.stop()
         sim.stop()
@@ -64,20 +90,14 @@ def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -
 class Window:
     """What the bus and a normal client did over one stretch of time."""
 
-    seconds: float
-    requests: int
+    rate: float                    # requests per second the meter answered
     errors: Dict[str, int]
     slowest_last: float            # s, the slowest /last/1 of the probing client
     failed_probes: int
 
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
 
-
-def bus_counters(port: int) -> Dict[str, int]:
-    bus = http_request(port, "/status", timeout=5).json()["Buses"][0]
-    return {"requests": bus["Requests"], **bus["ErrorsByKind"]}
+def error_counters(port: int) -> Dict[str, int]:
+    return dict(http_request(port, "/status", timeout=5).json()["Buses"][0]["ErrorsByKind"])
 
 
 def probe(port: int) -> Optional[float]:
@@ -90,34 +110,35 @@ def probe(port: int) -> Optional[float]:
     return time.monotonic() - started if response.status == 200 else None
 
 
-def measure(port: int, seconds: float, load: Optional[subprocess.Popen] = None) -> Window:
-    """Counters over ``seconds`` (while ``load`` runs, if given), probing /last/1 meanwhile."""
-    before, started = bus_counters(port), time.monotonic()
+def measure(bus: Bus, seconds: float, load: Optional[subprocess.Popen] = None) -> Window:
+    """The bus over ``seconds`` (while ``load`` runs, if given), probing /last/1 meanwhile."""
+    before, started, wall = error_counters(bus.port), time.monotonic(), time.time()
     times: List[Optional[float]] = []
     while time.monotonic() - started < seconds:
-        times.append(probe(port))
+        times.append(probe(bus.port))
         time.sleep(max(0.0, PROBE_INTERVAL - (times[-1] or 0.0)))
-    after, elapsed = bus_counters(port), time.monotonic() - started
+    after, end = error_counters(bus.port), time.time()
     if load is not None:
         load.wait(timeout=30)
-    errors = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after if kind != "requests"}
+    errors = {kind: after.get(kind, 0) - before.get(kind, 0) for kind in after}
     good = [t for t in times if t is not None]
-    return Window(elapsed, after["requests"] - before["requests"], {k: v for k, v in errors.items() if v},
+    return Window(bus.rate(wall, end), {k: v for k, v in errors.items() if v},
                   max(good) if good else float("inf"), len(times) - len(good))
 
 
 def start_load(port: int, kinds: Sequence[str], seconds: float) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench.hostile_load", str(port), *kinds, "-s", str(seconds)],
+    return subprocess.Popen([sys.executable, "-m", "bench.hostile_load", str(port), *kinds, "-s", str(seconds),
+                             "--slow", str(SLOW_CONNECTIONS)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
 
 
-def held(port: int, kinds: Sequence[str], seconds: float) -> Dict[str, object]:
-    """One load against the idle window just before it, as a row of figures."""
-    idle = measure(port, seconds)
-    load = start_load(port, kinds, seconds + 1.0)
+def held(bus: Bus, kinds: Sequence[str], seconds: float, idle: Optional[Window] = None) -> Dict[str, object]:
+    """One load against an idle window (``idle``, else one just before), as a row of figures."""
+    idle = idle or measure(bus, seconds)
+    load = start_load(bus.port, kinds, seconds + 1.0)
     time.sleep(1.0)                       # the load's connections are up before the window starts
-    busy = measure(port, seconds, load)
+    busy = measure(bus, seconds, load)
     output = load.stdout.read().strip().splitlines() if load.stdout else []
     done = json.loads(output[-1]) if output and output[-1].startswith("{") else {"output": output[-3:]}
     return {"load": "+".join(kinds), "idle requests per s": round(idle.rate, 2),
@@ -133,8 +154,8 @@ def holds(row: Dict[str, object]) -> bool:
 
 
 def run() -> dict:
-    with bus_and_gateway() as gw:
-        rows = [held(gw.port, kinds, SECONDS) for kinds in LOADS]
+    with bus_and_gateway() as bus:
+        rows = [held(bus, kinds, SECONDS) for kinds in LOADS]
     table = [{key: value for key, value in row.items() if key != "attacker"} for row in rows]
     return {
         "setup": f"{METER} at {BAUD} baud (paced pty), gateway limited to {FILE_LIMIT} open files, "

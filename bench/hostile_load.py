@@ -156,11 +156,13 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("port", type=int)
     p.add_argument("kinds", nargs="+", choices=KINDS)
     p.add_argument("-s", "--seconds", type=float, default=5.0)
+    p.add_argument("--slow", type=int, default=SLOW_CONNECTIONS, help="connections of the slow kind")
     args = p.parse_args(argv)
     end = time.monotonic() + args.seconds
     done: Counter = Counter()
+    counts = {**COUNTS, "slow": args.slow}
     workers = [gevent.spawn(WORKERS[kind], args.port, end, done)
-               for kind in args.kinds for _ in range(COUNTS[kind])]
+               for kind in args.kinds for _ in range(counts[kind])]
     gevent.joinall(workers, timeout=args.seconds + 10)
     gevent.killall(workers, timeout=2)
     print(json.dumps(dict(done)), flush=True)

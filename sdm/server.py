@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import logging
 import os
@@ -177,13 +178,15 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
         """Wait (up to the idle timeout) for a request's first byte, then give its whole head
         ``head_timeout`` s: a client sending a byte now and then cannot hold a connection."""
         self.rfile.peek(1)
-        self._head_deadline = gevent.Timeout.start_new(
-            self.limits.head_timeout, socket.timeout(f"request head not complete within "
-                                                     f"{self.limits.head_timeout:g} s"))
+        late = socket.timeout(f"request head not complete within {self.limits.head_timeout:g} s")
+        self._head_deadline = gevent.Timeout.start_new(self.limits.head_timeout, late)
         try:
             return super().read_requestline()
-        except BaseException:
-            self._cancel_deadline()
+        except socket.timeout as err:
+            if err is late:     # pywsgi closes silently here: say why first, as for a late header
+                self.client_error(err)
+                with contextlib.suppress(OSError):
+                    self.socket.sendall(error_response(408, str(err)))
             raise
 
     def read_request(self, raw_requestline):
