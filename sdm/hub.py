@@ -193,6 +193,17 @@ class Hub:
         if hint is not None:
             state.hint = hint or None
 
+    # -- changed by a reloaded configuration (SIGHUP, sdm.reload) --------------
+    def add_meter(self, config: MeterConfig) -> None:
+        """Serve one more meter (its name is new); an unknown bus gets a state of its own."""
+        self.buses.setdefault(config.bus, BusState(config.bus))
+        self.meters[config.name] = MeterState(config)
+        self.changes += 1
+
+    def remove_meter(self, name: str) -> None:
+        del self.meters[name]
+        self.changes += 1
+
     def publish_status(self, status: Mapping) -> None:
         self._emit(StatusUpdate(status, time.time()))
 

@@ -147,8 +147,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         streams.stop()
         server.stop(timeout=STOP_GRACE)
 
+    running = [config]
+
+    def reload_file():
+        """SIGHUP: the configuration file again, applied to the running buses (sdm.reload)."""
+        from ..reload import reload
+        new = reload(running[0], hub, buses)
+        if new is not None:
+            running[0] = new
+
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)
+    gevent.signal_handler(signal.SIGHUP, reload_file)
     server.start()
     host, port = server.address[:2]
     log.info("serving on http://%s:%d/ for %s", host or "0.0.0.0", port,

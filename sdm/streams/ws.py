@@ -372,9 +372,11 @@ class Broadcaster:
             if isinstance(event, StatusUpdate):
                 parts[("event", number)] = frame(compact(event.status))
             elif isinstance(event, MeterUpdate) and fmt == READINGS:
+                meter = self.hub.meters.get(event.name)     # None: removed by a reload meanwhile
                 key = ("meter", event.name)
                 parts.pop(key, None)       # its newest state, at its latest place
-                parts[key] = readings_frame(self.hub.meters[event.name])
+                if meter is not None:
+                    parts[key] = readings_frame(meter)
             elif isinstance(event, MeterUpdate):
                 parts[("event", number)] = meter_frames(event.name, event.device_id, event.values, event.timestamp)
         return b"".join(parts.values())
