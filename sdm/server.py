@@ -161,6 +161,7 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
     upgrades only /ws, and answers every refusal in JSON (through sdm.compat.gevent_pywsgi)."""
 
     _head_deadline: Optional[gevent.Timeout] = None
+    _heads_read = 0            # request heads read on this connection
 
     def __init__(self, sock, address, server, rfile=None):
         try:
@@ -175,10 +176,13 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
         return getattr(self.server, "limits", None) or HttpConfig()
 
     def read_requestline(self):
-        """Wait (up to the idle timeout) for a request's first byte, then give its whole head
-        ``head_timeout`` s: a client sending a byte now and then cannot hold a connection."""
-        self.rfile.peek(1)
+        """Give a request's whole head ``head_timeout`` s from its first byte (from the connection's
+        start for its first request): a client sending a byte now and then, or nothing at all,
+        cannot hold a connection. Between two requests of a keep-alive connection the idle timeout
+        applies until the next request's first byte."""
         late = socket.timeout(f"request head not complete within {self.limits.head_timeout:g} s")
+        if self._heads_read:     # keep-alive: the idle timeout until the next request begins
+            self.rfile.peek(1)
         self._head_deadline = gevent.Timeout.start_new(self.limits.head_timeout, late)
         try:
             return super().read_requestline()
@@ -195,6 +199,7 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
             problem = path_problem(raw_requestline.split(" ", 2)[1]) if raw_requestline.count(" ") >= 2 else None
             if problem:
                 raise AmbiguousRequest(problem)
+            self._heads_read += 1
             return super().read_request(raw_requestline)
         finally:
             self._cancel_deadline()

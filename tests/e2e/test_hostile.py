@@ -10,9 +10,12 @@ timeouts or late frames appear, and a normal client gets /last/1 within 1 s.
 ``make bench`` (bench/hostile.py) runs the same rounds longer.
 """
 
+import socket
+
 import pytest
 
 from bench import hostile
+from tests.support import Gateway, Simulator, wait_until
 
 SECONDS = {("ws",): 3.0, ("slow",): 3.0, ("http",): 3.0, ("ws", "slow", "http"): 4.0}
 
@@ -42,3 +45,32 @@ def test_the_bus_keeps_its_rate_and_timing_under_hostile_clients(bus, idle, kind
         assert attacker.get("http 200", 0) > 100, attacker
     if "slow" in kinds:
         assert attacker.get("slow connections", 0) >= hostile.SLOW_CONNECTIONS, attacker
+
+
+def test_a_crowd_of_connections_never_keeps_the_serial_adapter_from_reopening(tmp_path):
+    """The gateway at 128 open files, 300 connections held open against it, the adapter pulled out
+    and plugged back: the connection cap leaves the reserve the reopening needs."""
+    sim = Simulator(tmp_path / "tty", "sdm630:1", ["--unplug", "4-5"])
+    gw = Gateway(str(tmp_path / "tty"), "sdm630:1", [], tmp_path / "httpd.log")
+    gw.preexec = hostile.limit_files(128)
+    crowd = []
+    try:
+        sim.start()
+        gw.start()
+        assert "does not fit in the open-file limit 128" in gw.log()
+        for _ in range(300):
+            crowd.append(socket.create_connection(("127.0.0.1", gw.port), timeout=5))
+        wait_until(lambda: "open again" in gw.log(), 20, what="the adapter reopened behind the crowd")
+        for sock in crowd:
+            sock.close()
+        crowd.clear()
+        status = gw.get("/status", timeout=15).json()
+        assert status["Buses"][0]["Reconnects"] >= 1 and status["Buses"][0]["Connected"]
+        readings = status["ConfiguredMeters"][0]["CompleteReadings"]
+        wait_until(lambda: gw.get("/status").json()["ConfiguredMeters"][0]["CompleteReadings"] > readings, 10,
+                   what="readings after the reopening")
+    finally:
+        for sock in crowd:
+            sock.close()
+        gw.stop()
+        sim.stop()

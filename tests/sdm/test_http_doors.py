@@ -173,9 +173,20 @@ def test_a_request_head_sent_a_byte_at_a_time_is_cut_at_the_head_deadline(gatewa
 @pytest.mark.parametrize("gateway", [{"head_timeout": 0.3}], indirect=True)
 def test_an_idle_keep_alive_connection_is_not_cut_by_the_head_deadline(gateway):
     with socket.create_connection(("127.0.0.1", gateway.address[1]), timeout=5) as sock:
+        sock.sendall(b"GET /last/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
         time.sleep(0.8)                  # longer than the head deadline, shorter than the idle timeout
         sock.sendall(b"GET /last/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("gateway", [{"head_timeout": 0.3}], indirect=True)
+def test_a_connection_that_never_sends_a_byte_is_cut_at_the_head_deadline(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.address[1]), timeout=5) as sock:
+        started = time.monotonic()
+        answer = sock.makefile("rb").read()
+        assert time.monotonic() - started < 2.0
+    assert answer.startswith(b"HTTP/1.1 408 ")
 
 
 @pytest.mark.parametrize("gateway", [{"max_connections": 20, "max_ws_clients": 5, "max_long_polls": 5}],
