@@ -867,7 +867,10 @@ def from_args(args: argparse.Namespace) -> Config:
     if args.max_ws_clients < 0 or args.max_long_polls < 0:
         raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
     http = HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
-                      max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls)
+                      max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls,
+                      ws_per_address=_flag("--ws-per-address", args.ws_per_address, HTTP_KEYS["ws_per_address"]),
+                      long_polls_per_address=_flag("--long-polls-per-address", args.long_polls_per_address,
+                                                   HTTP_KEYS["long_polls_per_address"]))
     if args.max_ws_clients + args.max_long_polls > http.max_connections:
         http = replace(http, max_connections=args.max_ws_clients + args.max_long_polls)
     config = Config(

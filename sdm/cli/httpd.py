@@ -59,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-long-polls", type=int, default=200,
                    help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
+    p.add_argument("--ws-per-address", type=int, default=10,
+                   help="websocket clients from one address at a time (default: %(default)s)")
+    p.add_argument("--long-polls-per-address", type=int, default=10,
+                   help="/firehose requests from one address waiting at a time (default: %(default)s)")
     add_mqtt_flags(p)
     p.add_argument("--config", metavar="FILE",
                    help="read buses, meters and outputs from this TOML file (docs/config.md) instead "
