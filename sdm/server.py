@@ -204,7 +204,7 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
         finally:
             self._cancel_deadline()
 
-    def MessageClass(self, *args):   # noqa: N802 (pywsgi's name)
+    def MessageClass(self, *args):   # pywsgi's name: parses the headers; ours checks their framing too
         headers = super().MessageClass(*args)
         problem = framing_problem(headers) if not headers.status else None
         if problem:
