@@ -110,10 +110,14 @@ class AmbiguousRequest(ValueError):
     """A request whose framing or path could be read in more than one way."""
 
 
+class HeadTooSlow(socket.timeout):
+    """A request head not complete within ``head_timeout`` s."""
+
+
 def framing_problem(headers: Message) -> Optional[str]:
     """Why a request's headers could make one message read as two requests, None when they cannot."""
     if headers.defects:
-        return "a header line without a colon"
+        return "a malformed header line (one without a colon)"
     lengths = headers.get_all("Content-Length") or []
     if len(lengths) > 1:
         return "more than one Content-Length"
@@ -180,7 +184,7 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
         start for its first request): a client sending a byte now and then, or nothing at all,
         cannot hold a connection. Between two requests of a keep-alive connection the idle timeout
         applies until the next request's first byte."""
-        late = socket.timeout(f"request head not complete within {self.limits.head_timeout:g} s")
+        late = HeadTooSlow(f"request head not complete within {self.limits.head_timeout:g} s")
         if self._heads_read:     # keep-alive: the idle timeout until the next request begins
             self.rfile.peek(1)
         self._head_deadline = gevent.Timeout.start_new(self.limits.head_timeout, late)
@@ -232,9 +236,10 @@ class NoDelayHandler(PywsgiOverrides, WebSocketHandler):
         quiet.log(logging.INFO, "bad requests", "bad request from %s: %s",
                   self.client_address[0] if self.client_address else "?",
                   getattr(ex, "formatted_message", None) or why)
+        if isinstance(ex, HeadTooSlow):
+            return "408", error_response(408, str(ex))
         if isinstance(ex, socket.timeout):
-            return "408", error_response(408, str(ex) if "head" in str(ex)
-                                         else f"request not completed within {IDLE_TIMEOUT:g} s")
+            return "408", error_response(408, f"request not completed within {IDLE_TIMEOUT:g} s")
         if isinstance(ex, AmbiguousRequest):
             return "400", error_response(400, f"malformed HTTP request: {ex}")
         return "400", error_response(400, "malformed HTTP request")
