@@ -76,8 +76,14 @@ class Bus:
 
 @contextlib.contextmanager
 def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -> Iterator[Bus]:
-    """A paced simulated SDM630 and the gateway on it, limited to ``FILE_LIMIT`` files; stopped on exit."""
-    folder = Path(workdir or tempfile.mkdtemp(prefix="sdm-hostile-"))
+    """A paced simulated SDM630 and the gateway on it, limited to ``FILE_LIMIT`` files; stopped on
+    exit (and their folder removed, unless it is ``workdir``)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="sdm-hostile-") as folder:
+            with bus_and_gateway(Path(folder), extra) as bus:
+                yield bus
+        return
+    folder = Path(workdir)
     served = folder / "served.jsonl"
     sim = Simulator(folder / "tty", METER, ["--baud", str(BAUD), "--served-log", str(served)])
     gw = Gateway(str(folder / "tty"), METER, list(extra), folder / "httpd.log")
