@@ -2,20 +2,28 @@
 
 Every answer is JSON except the page and its assets; every error is a JSON
 ``{"error": ...}`` with a 4xx status (or 503 for an unavailable meter), never
-a traceback.
+a traceback, and short: what a client sent is echoed at most ``ECHO_MAX``
+characters. Redirects are relative (never built from the Host header); the
+page's files are regular files inside the web folder, never a symlink out of
+it. The expensive answers (/minuteavg, /metrics) are computed at most once
+per change of the hub (sdm.answers), not per request. :func:`guard` sets the
+configured CORS header on every answer.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import bottle
 
+from .answers import OncePerChange
 from .hub import AVAILABLE, Hub, MeterState
-from .meters.registry import parse_slave_id
+from .meters.registry import MAX_SLAVE_ID, parse_slave_id
 from .metrics import add_metrics_route
 from .readings import dumps
 from .status import status
@@ -34,6 +42,13 @@ def find_web_root() -> str:
 WEB_ROOT = find_web_root()
 JSON_TYPE = "application/json; charset=UTF-8"
 ASSET_TYPES = (".html", ".js", ".css", ".svg")
+CORS_HEADER = "Access-Control-Allow-Origin"
+ECHO_MAX = 40          # characters of a client's input an error message repeats
+
+
+def shown(text: str) -> str:
+    """A client's input as an error message may quote it: at most ECHO_MAX characters."""
+    return text if len(text) <= ECHO_MAX else text[:ECHO_MAX] + f"... ({len(text)} characters)"
 
 
 class ApiError(bottle.HTTPError):
@@ -43,12 +58,10 @@ class ApiError(bottle.HTTPError):
         body = {"error": message, **extra}
         super().__init__(status, dumps(body))
         self.set_header("Content-Type", JSON_TYPE)
-        self.set_header("Access-Control-Allow-Origin", "*")
 
 
 def json_response(body: bytes) -> bytes:
     bottle.response.content_type = JSON_TYPE
-    bottle.response.set_header("Access-Control-Allow-Origin", "*")
     return body
 
 
@@ -61,13 +74,12 @@ def _error_body(error: bottle.HTTPError) -> bytes:
                   bottle.request.path, error.exception)
         message = "internal error"
     elif error.status_code == 404:
-        message = f"no such resource: {bottle.request.path}"
+        message = f"no such resource: {shown(bottle.request.path)}"
     elif error.status_code == 405:
-        message = f"method {bottle.request.method} not allowed here"
+        message = f"method {shown(bottle.request.method)} not allowed here"
     else:
-        message = str(error.body) or bottle.HTTP_CODES.get(error.status_code, "error")
+        message = shown(str(error.body)) or bottle.HTTP_CODES.get(error.status_code, "error")
     error.set_header("Content-Type", JSON_TYPE)
-    error.set_header("Access-Control-Allow-Origin", "*")
     return dumps({"error": message})
 
 
@@ -81,10 +93,13 @@ def find_meter(hub: Hub, key: str) -> MeterState:
     if not (digits.isascii() and digits.isdigit()):
         found = hub.meters.get(key)
         if found is None:
-            raise ApiError(404, f"Device {key} does not exist.")
+            raise ApiError(404, f"Device {shown(key)} does not exist.")
         return found
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(MAX_SLAVE_ID)):      # never int() thousands of digits
+        raise ApiError(400, f"meter id {shown(digits)} is out of range 1-{MAX_SLAVE_ID}")
     try:
-        device_id = parse_slave_id(digits)
+        device_id = parse_slave_id(significant)
     except ValueError as err:
         raise ApiError(400, str(err)) from None
     matches = hub.with_id(device_id)
@@ -121,12 +136,19 @@ def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
         found = find_meter(hub, key)
         if require_available and found.status != AVAILABLE:
             age = found.age()
-            raise ApiError(503, f"Device {key} is not available.",
+            raise ApiError(503, f"Device {shown(key)} is not available.",
                            age=None if age is None else round(age, 3))
         return found
 
     def slash_redirect(path: str) -> None:
-        bottle.redirect("/" + path.rstrip("/"), 301)
+        """Relative, so never built from the Host header (bottle.redirect makes it absolute)."""
+        raise bottle.HTTPResponse(status=301, Location="/" + path.rstrip("/"))
+
+    def averages() -> bytes:
+        now = time.time()
+        return dumps([m.minute_average(now) for m in hub.available()])
+
+    averages_once = OncePerChange(averages, hub)
 
     @app.get("/last")
     def last_all():
@@ -139,8 +161,7 @@ def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
 
     @app.get("/minuteavg")
     def average_all():
-        now = time.time()
-        return json_response(dumps([m.minute_average(now) for m in hub.available()]))
+        return json_response(averages_once.get())
 
     @app.get("/minuteavg/<id_text>")
     def average_one(id_text):
@@ -152,18 +173,58 @@ def make_app(hub: Hub, bus_label: bool = False) -> bottle.Bottle:
 
     @app.get("/")
     def index():
-        return bottle.static_file("index.html", root=WEB_ROOT)
+        return web_file("index.html")
 
     @app.get("/static/<path:path>")
     def assets(path):
         if not path.endswith(ASSET_TYPES):
-            raise ApiError(404, f"no such asset: {path}")
-        return bottle.static_file(path, root=WEB_ROOT)
+            raise ApiError(404, f"no such asset: {shown(path)}")
+        return web_file(path)
 
     add_metrics_route(app, hub, bus_label)
     for prefix in ("last", "minuteavg", "status"):
         app.route(f"/{prefix}/", "GET", _bind(slash_redirect, prefix))
     return app
+
+
+def inside_web_root(path: str, root: str = WEB_ROOT) -> Optional[str]:
+    """The real path of ``path`` under ``root`` when it is a regular file there after every symlink
+    is resolved; None otherwise (outside, a directory, a device, a dangling link)."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(real_root, path))
+    if os.path.commonpath([real_root, real]) != real_root:
+        return None
+    try:
+        return real if stat.S_ISREG(os.stat(real).st_mode) else None
+    except (OSError, ValueError):
+        return None
+
+
+def web_file(path: str, root: str = WEB_ROOT):
+    """One file of the page, or a JSON 404."""
+    real = inside_web_root(path, root)
+    if real is None:
+        raise ApiError(404, f"no such asset: {shown(path)}")
+    return bottle.static_file(os.path.relpath(real, os.path.realpath(root)), root=os.path.realpath(root))
+
+
+def guard(app: Callable, cors: str = "*") -> Callable:
+    """WSGI app around ``app`` giving every answer but the page's files and the websocket
+    handshake the configured ``Access-Control-Allow-Origin`` (none when ``cors`` is "")."""
+    header = [(CORS_HEADER, cors)] if cors else []
+
+    def wsgi(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == "/" or path.startswith("/static/"):
+            return app(environ, start_response)
+
+        def with_cors(status, headers, exc_info=None):
+            if not status.startswith("101"):
+                headers = [h for h in headers if h[0].lower() != CORS_HEADER.lower()] + header
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+        return app(environ, with_cors)
+
+    return wsgi
 
 
 def _bind(func: Callable, arg: str) -> Callable:
@@ -178,8 +239,7 @@ def fast_last(hub: Hub, app: Callable) -> Callable:
     route; anything else (errors, other routes and methods) goes to ``app``.
     """
     def headers(body: bytes) -> list:
-        return [("Content-Type", JSON_TYPE), ("Access-Control-Allow-Origin", "*"),
-                ("Content-Length", str(len(body)))]
+        return [("Content-Type", JSON_TYPE), ("Content-Length", str(len(body)))]
 
     def body_for(path: str) -> Optional[bytes]:
         if path == "/last":

@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tuple
 
 import gevent
 from gevent import monkey
@@ -106,27 +106,48 @@ def bus_state_of(bus: BusConfig) -> BusState:
 
 
 class BusThreads:
-    """One native thread per bus, each running that bus's poller."""
+    """One native thread per bus, each running that bus's poller; buses can be added and
+    removed while the others run (a configuration reloaded on SIGHUP)."""
 
     def __init__(self, hub: Hub, buses: Sequence[BusConfig]):
         self.sink = LoopSink(hub)
-        self.pollers: List[Poller] = [
-            Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
-                   sleep=blocking_sleep, bus=bus.name)
-            for bus in buses]
+        self.pollers: Dict[str, Poller] = {bus.name: self._poller(bus) for bus in buses}
         self._pool = ThreadPool(max(1, len(self.pollers)))
-        self._runs: list = []
+        self._runs: Dict[str, Any] = {}
+
+    def _poller(self, bus: BusConfig) -> Poller:
+        return Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
+                      sleep=blocking_sleep, bus=bus.name)
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self._runs = [self._pool.spawn(poller.run) for poller in self.pollers]
+        for name, poller in self.pollers.items():
+            self._runs[name] = self._pool.spawn(poller.run)
+
+    def start_bus(self, bus: BusConfig) -> None:
+        """Poll one more bus, in a thread of its own (its name must be new)."""
+        if bus.name in self.pollers:
+            raise ValueError(f"bus {bus.name} is already polled")
+        self.pollers[bus.name] = self._poller(bus)
+        self._pool.maxsize = max(self._pool.maxsize, len(self.pollers))
+        self._runs[bus.name] = self._pool.spawn(self.pollers[bus.name].run)
+
+    def stop_bus(self, name: str, timeout: float = 2.0) -> None:
+        """Stop polling one bus and wait for its thread (it closes its port); what it reported
+        until then is applied to the hub before this returns."""
+        poller = self.pollers.pop(name)
+        poller.stop()
+        run = self._runs.pop(name, None)
+        if run is not None:
+            run.wait(timeout)
+        self.sink.drain()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Ask every poller to stop and wait (each notices within about half a second)."""
-        for poller in self.pollers:
+        for poller in self.pollers.values():
             poller.stop()
         end = time.monotonic() + timeout
-        for run in self._runs:
+        for run in self._runs.values():
             run.wait(max(0.0, end - time.monotonic()))
         self.sink.drain()
         self.sink.close()

@@ -87,9 +87,18 @@ class BusConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
+    """The HTTP side and its limits (README "Hostile clients"); the caps of websockets and long
+    polls fit inside ``max_connections``, which stays well under the process's file limit."""
+
     listen: str = ":8080"
     max_ws_clients: int = 200
     max_long_polls: int = 200
+    max_connections: int = 512          # open HTTP connections at a time, streams included
+    ws_per_address: int = 10            # websockets of one client address at a time
+    long_polls_per_address: int = 10    # waiting /firehose requests of one client address
+    head_timeout: float = 10.0          # s from a request's first byte to the end of its head
+    cors: str = "*"                     # Access-Control-Allow-Origin on REST answers; "" sends none
+    ws_origins: Tuple[str, ...] = ()    # Origins besides the gateway's own that may open /ws ("*": any)
 
 
 @dataclass(frozen=True)
@@ -394,11 +403,58 @@ def pause_ms(value: Any) -> float:
     return number(0, unit="milliseconds")(value) / 1000.0
 
 
+def web_origin(text: str) -> str:
+    """A browser's Origin: ``scheme://host[:port]`` exactly as a browser sends it, or ``*`` (any)."""
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query
+            or parts.fragment or "@" in parts.netloc or text != f"{parts.scheme}://{parts.netloc}"
+            or text != text.lower()):
+        raise ValueError(f"{text!r} is not an origin such as \"http://dashboard.lan:3000\" (lower case, "
+                         "no path)")
+    return text
+
+
+def origins(value: Any) -> Tuple[str, ...]:
+    expected = 'an array of origins such as ["http://dashboard.lan:3000"], or ["*"]'
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise Unfit(expected)
+    try:
+        return tuple(web_origin(item) for item in value)
+    except ValueError as err:
+        raise Unfit(expected, str(err)) from None
+
+
+def cors_origin(value: Any) -> str:
+    text = string(value)
+    if text:
+        try:
+            web_origin(text)
+        except ValueError as err:
+            raise Unfit('"*", "" (no CORS header) or one origin such as "http://dashboard.lan:3000"',
+                        str(err)) from None
+    return text
+
+
+def check_http_caps(http: HttpConfig) -> None:
+    """ValueError unless the stream caps fit inside the connection cap."""
+    if http.max_ws_clients + http.max_long_polls > http.max_connections:
+        raise ValueError(f"max_ws_clients + max_long_polls ({http.max_ws_clients} + {http.max_long_polls}) "
+                         f"must fit inside max_connections ({http.max_connections})")
+
+
 # The checks of each section's keys; the defaults are the dataclasses'.
 HTTP_KEYS: Dict[str, Check] = {
     "listen": _checked_by(_listen, "an address such as \":8080\", \"127.0.0.1:8080\" or \"[::1]:8080\""),
     "max_ws_clients": integer(0),
     "max_long_polls": integer(0),
+    "max_connections": integer(1),
+    "ws_per_address": integer(1),
+    "long_polls_per_address": integer(1),
+    "head_timeout": number(0, inclusive=False),
+    "cors": cors_origin,
+    "ws_origins": origins,
 }
 MQTT_KEYS: Dict[str, Check] = {
     "broker": _checked_by(_broker, "a broker URL such as tcp://HOST:1883 or ssl://HOST:8883, or \"\""),
@@ -635,7 +691,7 @@ def _config(top: Table) -> Config:
         top.doc.fail(("bus",), "the file configures no bus: add a [[bus]] with a port and a [[bus.meter]]")
     config = Config(
         buses=tuple(_bus(table, names) for table in buses),
-        http=HttpConfig(**_section(top.table("http"), HTTP_KEYS, HttpConfig())),
+        http=_http(top.table("http")),
         mqtt=_mqtt(top.table("mqtt")),
         metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS, MetricsConfig())),
         counters=CountersConfig(**_section(top.table("counters"), COUNTERS_KEYS, CountersConfig())),
@@ -654,6 +710,15 @@ def _config(top: Table) -> Config:
 def _section(table: Table, keys: Dict[str, Check], defaults: Any) -> Dict[str, Any]:
     table.check_keys(tuple(keys))
     return table.settings(keys, defaults)
+
+
+def _http(table: Table) -> HttpConfig:
+    http = HttpConfig(**_section(table, HTTP_KEYS, HttpConfig()))
+    try:
+        check_http_caps(http)
+    except ValueError as err:
+        table.doc.fail(table.path + ("max_connections",), str(err))
+    return http
 
 
 def _mqtt(table: Table) -> MqttConfig:
@@ -833,10 +898,16 @@ def from_args(args: argparse.Namespace) -> Config:
                     baud=line.baud, parity=line.parity, meters=meters, **limits)
     if args.max_ws_clients < 0 or args.max_long_polls < 0:
         raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
+    http = HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
+                      max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls,
+                      ws_per_address=_flag("--ws-per-address", args.ws_per_address, HTTP_KEYS["ws_per_address"]),
+                      long_polls_per_address=_flag("--long-polls-per-address", args.long_polls_per_address,
+                                                   HTTP_KEYS["long_polls_per_address"]))
+    if args.max_ws_clients + args.max_long_polls > http.max_connections:
+        http = replace(http, max_connections=args.max_ws_clients + args.max_long_polls)
     config = Config(
         buses=(bus,),
-        http=HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
-                        max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls),
+        http=http,
         mqtt=_mqtt_from_args(args), metrics=MetricsConfig(bus_label=False),
         counters=CountersConfig(
             confirm_readings=_flag("--counter-confirm", args.counter_confirm, COUNTERS_KEYS["confirm_readings"]),
@@ -899,6 +970,8 @@ def toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -928,9 +1001,9 @@ def to_toml(config: Config) -> str:
     top = [("name_format", config.name_format)] if config.name_format != DEFAULT_NAME_FORMAT else []
     top += [("state_dir", config.state_dir)] if config.state_dir is not None else []
     out += _lines(top + ([("verbose", True)] if config.verbose else []))
-    out += ["", "# HTTP: listen address, websocket clients and /firehose requests at a time", "[http]"]
+    out += ["", "# HTTP: listen address and the limits of clients (docs/config.md)", "[http]"]
     out += _lines([("listen", config.http.listen)]
-                  + _changed(config.http, HttpConfig(), ("max_ws_clients", "max_long_polls")))
+                  + _changed(config.http, HttpConfig(), [key for key in HTTP_KEYS if key != "listen"]))
     out += _mqtt_toml(config.mqtt)
     if not config.metrics.bus_label:
         out += ["", "# Prometheus: no bus label on the meter series (as a gateway started with flags)",

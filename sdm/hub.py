@@ -165,6 +165,7 @@ class Hub:
         self._sections: Dict[str, Callable[[], Mapping[str, object]]] = {}   # extra /status sections
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
+        self.changes = 0    # counts every change an output could show (sdm.answers caches by it)
 
     # -- written by the pollers ------------------------------------------------
     def publish(self, name: str, values: Mapping[str, Optional[float]],
@@ -232,6 +233,7 @@ class Hub:
         """One request to a meter, failed with ``error_kind`` or successful (None)."""
         meter = self.meters[name]
         meter.requests += 1
+        self.changes += 1
         if error_kind:
             meter.errors[error_kind] += 1
 
@@ -239,11 +241,23 @@ class Hub:
                   hint: Optional[str] = None) -> None:
         """A bus's link opened or closed (``reopened``: open again after a failure)."""
         state = self.buses[bus]
+        self.changes += 1
         state.connected = connected
         if reopened:
             state.reconnects += 1
         if hint is not None:
             state.hint = hint or None
+
+    # -- changed by a reloaded configuration (SIGHUP, sdm.reload) --------------
+    def add_meter(self, config: MeterConfig) -> None:
+        """Serve one more meter (its name is new); an unknown bus gets a state of its own."""
+        self.buses.setdefault(config.bus, BusState(config.bus))
+        self.meters[config.name] = MeterState(config)
+        self.changes += 1
+
+    def remove_meter(self, name: str) -> None:
+        del self.meters[name]
+        self.changes += 1
 
     def publish_status(self, status: Mapping[str, Any]) -> None:
         self._emit(StatusUpdate(status, time.time()))
@@ -275,6 +289,7 @@ class Hub:
             self._subscribers.remove(subscriber)
 
     def _emit(self, event: object) -> None:
+        self.changes += 1
         for subscriber in list(self._subscribers):
             try:
                 subscriber(event)

@@ -10,13 +10,15 @@ would draw flat lines in Grafana); ``sdm_meter_up`` says which meters answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Union
+from functools import partial
+from typing import Dict, Iterator, List, Optional, Union
 
 import bottle
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from .answers import OncePerChange
 from .framing.rtu import ERROR_KINDS
 from .hub import AVAILABLE, Hub, MeterState
 from .measurements import PHASES
@@ -159,11 +161,15 @@ def registry_for(hub: Hub, bus_label: bool = False) -> CollectorRegistry:
 
 
 def add_metrics_route(app: bottle.Bottle, hub: Hub, bus_label: bool = False) -> None:
-    """``GET /metrics`` in the Prometheus text format (OpenMetrics when the scraper asks for it)."""
+    """``GET /metrics`` in the Prometheus text format (OpenMetrics when the scraper asks for it),
+    encoded once per change of the hub for each of the two formats (sdm.answers)."""
     registry = registry_for(hub, bus_label)
+    encoded: Dict[str, OncePerChange[bytes]] = {}
 
     @app.get("/metrics")
     def metrics() -> bytes:
         encoder, content_type = choose_encoder(bottle.request.get_header("Accept", ""))
         bottle.response.content_type = content_type
-        return encoder(registry)
+        if content_type not in encoded:
+            encoded[content_type] = OncePerChange(partial(encoder, registry), hub)
+        return encoded[content_type].get()

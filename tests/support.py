@@ -12,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from sdm.readings import LAYOUT
 from simulator.faults import GATEWAY_KIND, OK
@@ -75,10 +75,12 @@ class Process:
         self.log_path = Path(log_path)
         self.env = env
         self.proc: Optional[subprocess.Popen] = None
+        self.preexec: Optional[Callable[[], None]] = None   # run in the child before it starts (limits)
 
     def spawn(self) -> None:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env,
+                                     preexec_fn=self.preexec)
 
     def log(self) -> str:
         try:

@@ -4,6 +4,8 @@ import configparser
 import shlex
 
 from sdm.cli.httpd import parser
+from sdm.config import HttpConfig
+from sdm.server import FD_RESERVE
 from tests.support import ROOT
 
 UNIT = ROOT / "contrib" / "sdm630_httpd.service"
@@ -35,3 +37,9 @@ def test_default_arguments_are_a_valid_command_line():
     assert name == "SDM_ARGS" and service["ExecStart"].endswith("sdm630_httpd $SDM_ARGS")
     args = parser().parse_args(value.split())                  # $SDM_ARGS: split at white space
     assert args.serialadapter == "/dev/ttyUSB0" and args.device_list == "sdm:1"
+
+
+def test_the_file_limit_holds_the_connection_cap_and_the_reserve():
+    limit = int(unit()["Service"]["LimitNOFILE"])
+    needed = HttpConfig().max_connections + FD_RESERVE
+    assert needed <= limit <= 4 * needed      # room for the streams' cap inside it, not unbounded

@@ -75,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     p.add_argument("--max-long-polls", type=int, default=200,
                    help="/firehose requests waiting at a time; more get a 503 (default: %(default)s)")
+    p.add_argument("--ws-per-address", type=int, default=10,
+                   help="websocket clients from one address at a time (default: %(default)s)")
+    p.add_argument("--long-polls-per-address", type=int, default=10,
+                   help="/firehose requests from one address waiting at a time (default: %(default)s)")
     add_mqtt_flags(p)
     p.add_argument("--config", metavar="FILE",
                    help="read buses, meters and outputs from this TOML file (docs/config.md) instead "
@@ -99,16 +103,18 @@ def build_http(config: configuration.Config, hub: Hub):
     once the buses have started, so that bottle, prometheus_client and the rest
     load while the first requests are on the wire.
     """
-    from ..api import fast_last, make_app
+    from ..api import fast_last, guard, make_app
     from ..server import make_server
     from ..streams import Streams
     from ..streams.ws import WsSettings
     http = config.http
     if http.max_ws_clients < 0 or http.max_long_polls < 0:
         raise ValueError("--max-ws-clients and --max-long-polls must not be negative")
-    streams = Streams(hub, WsSettings(max_clients=http.max_ws_clients), max_long_polls=http.max_long_polls)
+    streams = Streams(hub, WsSettings(max_clients=http.max_ws_clients, per_address=http.ws_per_address),
+                      max_long_polls=http.max_long_polls, long_polls_per_address=http.long_polls_per_address)
     app = make_app(hub, bus_label=config.metrics.bus_label)
-    return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
+    return streams, make_server(guard(fast_last(hub, streams.mount(app)), http.cors), http.listen,
+                                access_log=config.verbose, limits=http)
 
 
 def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, Optional[MqttPublisher]]:
@@ -164,8 +170,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         server.stop(timeout=STOP_GRACE)
 
     counters.start()
+    running = [config]
+
+    def reload_file():
+        """SIGHUP: the configuration file again, applied to the running buses (sdm.reload)."""
+        from ..reload import reload
+        new = reload(running[0], hub, buses)
+        if new is not None:
+            running[0] = new
+
     gevent.signal_handler(signal.SIGTERM, shutdown)
     gevent.signal_handler(signal.SIGINT, shutdown)
+    gevent.signal_handler(signal.SIGHUP, reload_file)
     server.start()
     host, port = server.address[:2]
     log.info("serving on http://%s:%d/ for %s", host or "0.0.0.0", port,

@@ -8,7 +8,9 @@ message at a time in the connection's greenlet. /ws needs more, so it goes under
   where ``send`` would encode per client;
 - the client's frames are read one header at a time (``Header.decode_header``, ``ws.raw_read``), so an
   oversized frame is refused before its payload is read (``receive`` reads up to the library's limit
-  first) and pings are answered through our own bounded queue;
+  first), pings are answered through our own bounded queue, and the header's bits the library
+  does not check (the mask bit, RSV bits, the opcode) reach /ws, which closes the connection with
+  RFC 6455's code for the violation (``receive`` accepts unmasked frames and ignores RSV bits);
 - a connection that /ws ended itself is marked closed (``ws.closed``), since the library's ``close``
   would write a close frame of its own: on a refusal it would drop our close code (the library
   writes 1000), and after a client vanished it would write to a dead socket;
@@ -18,11 +20,14 @@ message at a time in the connection's greenlet. /ws needs more, so it goes under
 from __future__ import annotations
 
 import socket
-from typing import Callable, Tuple
+from typing import Callable, NamedTuple
 
+from geventwebsocket.exceptions import ProtocolError
 from geventwebsocket.websocket import Header, WebSocket
 
+OPCODE_CONTINUATION = WebSocket.OPCODE_CONTINUATION
 OPCODE_TEXT = WebSocket.OPCODE_TEXT
+OPCODE_BINARY = WebSocket.OPCODE_BINARY
 OPCODE_CLOSE = WebSocket.OPCODE_CLOSE
 OPCODE_PING = WebSocket.OPCODE_PING
 OPCODE_PONG = WebSocket.OPCODE_PONG
@@ -34,6 +39,20 @@ class FrameTooLong(Exception):
     def __init__(self, length: int):
         super().__init__(f"a frame of {length} bytes")
         self.length = length
+
+
+class ProtocolViolation(Exception):
+    """The library found the client's frame header broken (a fragmented or long control frame)."""
+
+
+class ClientFrame(NamedTuple):
+    """A frame from the client, its payload unmasked."""
+
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv: int = 0            # the three RSV bits, RSV1 highest (no extension is negotiated: must be 0)
+    masked: bool = True     # clients must mask every frame (RFC 6455 5.1)
 
 
 def frame(payload: bytes, opcode: int = OPCODE_TEXT) -> bytes:
@@ -51,19 +70,22 @@ def connection_socket(ws: WebSocket) -> socket.socket:
     return ws.handler.socket
 
 
-def read_frame(ws: WebSocket, max_length: int) -> Tuple[int, bytes]:
-    """(opcode, unmasked payload) of the client's next frame.
+def read_frame(ws: WebSocket, max_length: int) -> ClientFrame:
+    """The client's next frame, unmasked.
 
-    Raises FrameTooLong before reading a payload over ``max_length``, and OSError (the library's
-    WebSocketError included) when the connection ends or breaks the protocol.
+    Raises FrameTooLong before reading a payload over ``max_length``, ProtocolViolation for a
+    header the library refuses, and OSError (the library's WebSocketError) when the connection ends.
     """
-    header = Header.decode_header(ws.stream)
+    try:
+        header = Header.decode_header(ws.stream)
+    except ProtocolError as err:
+        raise ProtocolViolation(str(err)) from None
     if header.length > max_length:
         raise FrameTooLong(header.length)
     payload = ws.raw_read(header.length) if header.length else b""
     if header.mask:
         payload = header.unmask_payload(payload)
-    return header.opcode, bytes(payload)
+    return ClientFrame(header.opcode, bytes(payload), bool(header.fin), header.flags >> 4, bool(header.mask))
 
 
 def mark_closed(ws: WebSocket) -> None:

@@ -34,9 +34,10 @@ class Streams:
     """The firehose, the websocket broadcaster and the status ticker of one hub."""
 
     def __init__(self, hub: Hub, ws_settings: Optional[WsSettings] = None,
-                 status_interval: float = STATUS_INTERVAL, max_long_polls: int = 200):
+                 status_interval: float = STATUS_INTERVAL, max_long_polls: int = 200,
+                 long_polls_per_address: int = 10):
         self.hub = hub
-        self.firehose = Firehose(hub, max_waiting=max_long_polls)
+        self.firehose = Firehose(hub, max_waiting=max_long_polls, per_address=long_polls_per_address)
         self.broadcaster = Broadcaster(hub, ws_settings)
         self.ticker = gevent.spawn(status_ticker, hub, status_interval)
 

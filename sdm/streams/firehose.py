@@ -23,6 +23,7 @@ from gevent.event import Event
 from ..hub import Hub, MeterUpdate, StatusUpdate
 from ..readings import compact
 from .events import firehose_record, measured
+from .slots import PerAddress
 
 METER = "meterupdate"
 STATUS = "statusupdate"
@@ -43,6 +44,7 @@ BAD_CATEGORY = b'{"error": "Invalid subscription category, must be 1-1024 charac
 BAD_SINCE = b'{"error": "Invalid last_event_time arg."}'
 INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 INT64_MAX = 2 ** 63 - 1
+MAX_CACHED_REPLIES = 32   # distinct cursors kept between two publishes (each reply up to ~0.4 MB)
 MAX_REPLY_EVENTS = 2000   # one reply's events (~0.4 MB): a client far behind catches up in several polls
 
 Stamped = Tuple[int, bytes]
@@ -117,12 +119,17 @@ def parse_integer(text: str, low: int, high: int) -> Optional[int]:
 class Firehose:
     """The /firehose route and the hub subscriber that fills its buffer.
 
-    At most ``max_waiting`` requests wait at a time; one more gets a 503 at once.
+    At most ``max_waiting`` requests wait at a time, ``per_address`` of them from one client
+    address; one more gets a 503 at once.
     """
 
-    def __init__(self, hub: Hub, buffer: Optional[EventBuffer] = None, max_waiting: int = 200):
+    def __init__(self, hub: Hub, buffer: Optional[EventBuffer] = None, max_waiting: int = 200,
+                 per_address: int = 10):
         self.buffer = buffer or EventBuffer()
         self.max_waiting = max_waiting
+        self.addresses = PerAddress(per_address)
+        self._replies: Dict[Tuple[Tuple[str, ...], int], bytes] = {}   # replies made since the last publish
+        self._replies_at = -1                 # the buffer's newest stamp they were made at
         self.waiting = 0
         self.closed = False
         hub.subscribe(self.on_event)
@@ -149,7 +156,6 @@ class Firehose:
         response.set_header("Cache-Control", "no-cache, no-store, must-revalidate")
         response.set_header("Pragma", "no-cache")
         response.set_header("Expires", "0")
-        response.set_header("Access-Control-Allow-Origin", "*")
         timeout = parse_integer(query.get("timeout", ""), 1, MAX_TIMEOUT)
         if timeout is None:
             return self._bad(BAD_TIMEOUT)
@@ -167,21 +173,42 @@ class Firehose:
             return self._bad(compact({"error": f"Unknown category {category!r}; use one of "
                                                 f"{', '.join(CATEGORIES)}."}))
         if self.waiting >= self.max_waiting:
-            bottle.response.status = 503
-            bottle.response.set_header("Retry-After", "1")
-            return compact({"error": f"too many long-poll clients (at most {self.max_waiting}); try again later"})
+            return self._busy(f"too many long-poll clients (at most {self.max_waiting}); try again later")
+        address = bottle.request.environ.get("REMOTE_ADDR", "?")   # never X-Forwarded-For: a client writes that
+        if not self.addresses.take(address):
+            return self._busy(f"too many long polls from your address (at most {self.addresses.limit}); "
+                              "try again later")
         self.waiting += 1
         try:
             return self._poll(CATEGORIES[category], cursor, timeout)
         finally:
             self.waiting -= 1
+            self.addresses.give_back(address)
+
+    def _reply(self, categories: Tuple[str, ...], cursor: int) -> bytes:
+        """The events after ``cursor`` as a reply body (b"" for none), made once per publish:
+        clients asking from the same cursor (since_time=0 is 0.4 MB) share the bytes."""
+        if self._replies_at != self.buffer.last or len(self._replies) >= MAX_CACHED_REPLIES:
+            self._replies.clear()
+            self._replies_at = self.buffer.last
+        key = (categories, cursor)
+        if key not in self._replies:
+            events = self.buffer.newer(categories, cursor)
+            self._replies[key] = b'{"events":[' + b",".join(events) + b"]}" if events else b""
+        return self._replies[key]
+
+    @staticmethod
+    def _busy(message: str) -> bytes:
+        bottle.response.status = 503
+        bottle.response.set_header("Retry-After", "1")
+        return compact({"error": message})
 
     def _poll(self, categories: Tuple[str, ...], cursor: int, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         while True:
-            events = self.buffer.newer(categories, cursor)
-            if events:
-                return b'{"events":[' + b",".join(events) + b"]}"
+            reply = self._reply(categories, cursor)
+            if reply:
+                return reply
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.closed:
                 return b'{"timeout":"no events before timeout","timestamp":%d}' % int(time.time() * 1000)

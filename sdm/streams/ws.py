@@ -21,6 +21,15 @@ writer greenlet.  After a round it rests as long as the round took, so with
 many clients the rounds grow instead of the poller starving.  A client whose
 queue is full is dropped; one that sends nothing (not even the pong to our
 pings) for ``idle_timeout`` s is taken as vanished and dropped.
+
+Input: the gateway expects almost nothing from a client (pongs, a ping now and
+then, a close). :class:`FrameRules` judges every frame it sends: frames over
+the budget (``frames_per_second`` with a burst of ``frame_burst``; pings count
+too) end the connection with 1008, a frame over 4 KiB with 1009, and protocol
+violations (an unmasked frame, RSV bits, an unknown opcode, a continuation
+without a start, a new message inside a fragmented one, a broken control
+frame) with 1002, as RFC 6455 7.4.1 names them. One address may hold at most
+``per_address`` connections.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Set
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import bottle
 import gevent
@@ -39,10 +48,15 @@ from geventwebsocket.websocket import WebSocket
 
 from ..api import ApiError
 from ..compat.geventwebsocket import (
+    OPCODE_BINARY,
     OPCODE_CLOSE,
+    OPCODE_CONTINUATION,
     OPCODE_PING,
     OPCODE_PONG,
+    OPCODE_TEXT,
+    ClientFrame,
     FrameTooLong,
+    ProtocolViolation,
     connection_socket,
     frame,
     mark_closed,
@@ -50,11 +64,14 @@ from ..compat.geventwebsocket import (
     read_frame,
 )
 from ..hub import Hub, MeterState, MeterUpdate, StatusUpdate
+from ..quietlog import RepeatLog
 from ..readings import compact
 from ..status import status
 from .events import measured, ws_record
+from .slots import PerAddress
 
 log = logging.getLogger(__name__)
+quiet = RepeatLog(log)
 
 FRAMES = "frames"
 READINGS = "readings"
@@ -75,11 +92,63 @@ class WsSettings:
     send_buffer: int = 64 * 1024  # kernel send buffer per client, bytes (bounds kernel memory)
     inbox: int = 4096             # hub events waiting for the broadcaster
     max_clients: int = 200        # connected clients; one more is refused (close code 1013)
+    per_address: int = 10         # connected clients from one address
+    frames_per_second: float = 2.0   # the client's frames (pongs, pings, anything) in the long run
+    frame_burst: int = 20         # frames a client may send at once before the rate applies
 
 
 GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
+DATA_OPCODES = (OPCODE_TEXT, OPCODE_BINARY)
+CONTROL_OPCODES = (OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG)
+
+Verdict = Optional[Tuple[int, str]]      # (close code, reason) when a frame ends the connection
+
+
+class FrameRules:
+    """What one client may send: RFC 6455's rules for a client, and a budget of frames
+    (a token bucket: ``burst`` at once, ``rate`` per second in the long run)."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self.refilled = clock()
+        self.in_message = False     # a fragmented text or binary message has begun
+
+    def judge(self, got: ClientFrame) -> Verdict:
+        """None when ``got`` may pass, else the close code and reason that end the connection."""
+        return self._protocol(got) or self._budget()
+
+    def _protocol(self, got: ClientFrame) -> Verdict:
+        if not got.masked:
+            return PROTOCOL_ERROR, "an unmasked frame"
+        if got.rsv:
+            return PROTOCOL_ERROR, "RSV bits set without an extension"
+        if got.opcode not in (OPCODE_CONTINUATION, *DATA_OPCODES, *CONTROL_OPCODES):
+            return PROTOCOL_ERROR, f"unknown opcode {got.opcode:#x}"
+        if got.opcode in CONTROL_OPCODES:
+            return None
+        if got.opcode == OPCODE_CONTINUATION and not self.in_message:
+            return PROTOCOL_ERROR, "a continuation frame without a message to continue"
+        if got.opcode in DATA_OPCODES and self.in_message:
+            return PROTOCOL_ERROR, "a new message inside a fragmented one"
+        self.in_message = not got.fin
+        return None
+
+    def _budget(self) -> Verdict:
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        if self.tokens < 1.0:
+            return POLICY_VIOLATION, (f"more than {self.burst} frames at once or {self.rate:g} a second: "
+                                      "this stream takes almost nothing from clients")
+        self.tokens -= 1.0
+        return None
 
 
 PING = frame(b"", OPCODE_PING)
@@ -116,6 +185,8 @@ class Client:
         self._send = raw_writer(ws)
         self.queue: Queue = Queue(settings.queue)
         self.sending = False                 # the writer is inside a write
+        self.rules = FrameRules(settings.frames_per_second, settings.frame_burst)
+        self.broke_rules = False             # it was closed for what it sent
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer)
         self.sock.settimeout(settings.idle_timeout)
         self.writer = gevent.spawn(self._write)
@@ -181,31 +252,49 @@ class Client:
             self.end(f"send failed ({err})")
 
     def read_until_closed(self) -> None:
-        """Read control frames until the client closes, vanishes or breaks the protocol."""
+        """Read the client's frames until it closes, vanishes or breaks a rule."""
         while self.reason is None:
             try:
-                opcode, payload = read_frame(self.ws, MAX_CLIENT_FRAME)
+                got = read_frame(self.ws, MAX_CLIENT_FRAME)
             except FrameTooLong as err:
-                self.end(f"sent {err}")
+                self.fail(MESSAGE_TOO_BIG, f"sent {err}")
+                return
+            except ProtocolViolation as err:
+                self.fail(PROTOCOL_ERROR, f"broke the protocol: {err}")
                 return
             except socket.timeout:
                 self.end(f"silent for {self.settings.idle_timeout:g} s")
                 return
-            except OSError as err:    # WebSocketError (end of stream, bad frame) included
+            except OSError as err:    # WebSocketError (end of stream) included
                 self.end(f"connection lost ({err or 'end of stream'})")
                 return
-            if opcode == OPCODE_CLOSE:
-                self.finish_politely(payload[:2] or struct.pack("!H", 1000))
+            verdict = self.rules.judge(got)
+            if verdict is not None:
+                self.fail(verdict[0], f"sent {verdict[1]}")
                 return
-            if opcode == OPCODE_PING:
-                self.offer(frame(payload, OPCODE_PONG))
+            if got.opcode == OPCODE_CLOSE:
+                self.finish_politely(got.payload[:2] or struct.pack("!H", 1000))
+                return
+            if got.opcode == OPCODE_PING:
+                self.offer(frame(got.payload, OPCODE_PONG))
+            gevent.sleep(0)     # a client whose frames are already there must not keep the loop
+
+    def fail(self, code: int, reason: str) -> None:
+        """End the connection for what the client sent, telling it why with ``code``."""
+        self.broke_rules = True
+        self.reason = reason
+        self._last_frame(frame(struct.pack("!H", code) + reason.encode()[:120], OPCODE_CLOSE), wait=0.5)
 
     def finish_politely(self, code: bytes) -> None:
         """Answer the client's close frame after what is already queued, then stop."""
         self.reason = "closed by the client"
-        if self.offer(frame(bytes(code), OPCODE_CLOSE)) and not self.queue.full():
+        self._last_frame(frame(bytes(code), OPCODE_CLOSE), wait=2)
+
+    def _last_frame(self, data: bytes, wait: float) -> None:
+        """Send ``data`` after what is queued and stop the writer (at most ``wait`` s)."""
+        if self.offer(data) and not self.queue.full():
             self.queue.put_nowait(STOP)
-            self.writer.join(timeout=2)
+            self.writer.join(timeout=wait)
 
     def close(self) -> None:
         """Final clean-up, in the connection's own greenlet."""
@@ -221,6 +310,7 @@ class Broadcaster:
         self.hub = hub
         self.settings = settings or WsSettings()
         self.clients: Dict[str, Set[Client]] = {fmt: set() for fmt in FORMATS}
+        self.addresses = PerAddress(self.settings.per_address)
         self.inbox: Queue = Queue(self.settings.inbox)
         self._overflowed = False
         hub.subscribe(self.on_event)
@@ -283,9 +373,11 @@ class Broadcaster:
             if isinstance(event, StatusUpdate):
                 parts[("event", number)] = frame(compact(event.status))
             elif isinstance(event, MeterUpdate) and fmt == READINGS:
+                meter = self.hub.meters.get(event.name)     # None: removed by a reload meanwhile
                 key = ("meter", event.name)
                 parts.pop(key, None)       # its newest state, at its latest place
-                parts[key] = readings_frame(self.hub.meters[event.name])
+                if meter is not None:
+                    parts[key] = readings_frame(meter)
             elif isinstance(event, MeterUpdate):
                 parts[("event", number)] = meter_frames(event.name, event.device_id, event.values, event.timestamp)
         return b"".join(parts.values())
@@ -317,15 +409,30 @@ class Broadcaster:
         ws: Optional[WebSocket] = environ.get("wsgi.websocket")
         if ws is None:
             raise ApiError(400, "/ws is a websocket: connect with a websocket client (Upgrade: websocket)")
-        name = f"{environ.get('REMOTE_ADDR')}:{environ.get('REMOTE_PORT')}"
+        address = environ.get("REMOTE_ADDR", "?")
+        name = f"{address}:{environ.get('REMOTE_PORT')}"
         fmt = bottle.request.query.get("format", FRAMES)
         if fmt not in FORMATS:
-            log.info("websocket %s: refused, unknown format %r", name, fmt)
-            return refuse(ws, POLICY_VIOLATION, f"unknown format {fmt!r}: use frames or readings")
+            quiet.log(logging.INFO, "websocket refusals", "websocket %s: refused, unknown format %.40r", name, fmt)
+            return refuse(ws, POLICY_VIOLATION, f"unknown format {fmt[:40]!r}: use frames or readings")
         if self.count() >= self.settings.max_clients:
-            log.warning("websocket %s: refused, already %d clients", name, self.count())
+            quiet.log(logging.WARNING, "websocket refusals", "websocket %s: refused, already %d clients",
+                      name, self.count())
             return refuse(ws, TRY_AGAIN_LATER, f"too many clients (at most {self.settings.max_clients}); "
                                                "try again later")
+        if not self.addresses.take(address):
+            quiet.log(logging.WARNING, "websocket refusals", "websocket %s: refused, %s already has %d",
+                      name, address, self.settings.per_address)
+            return refuse(ws, TRY_AGAIN_LATER, f"too many clients from your address (at most "
+                                               f"{self.settings.per_address}); try again later")
+        try:
+            self.serve(ws, fmt, name)
+        finally:
+            self.addresses.give_back(address)
+        return ""
+
+    def serve(self, ws: WebSocket, fmt: str, name: str) -> None:
+        """One accepted connection, from its snapshot to its end."""
         client = Client(ws, fmt, self.settings, name)
         try:
             client.offer(self.snapshot(fmt))
@@ -335,9 +442,12 @@ class Broadcaster:
         finally:
             self.clients[fmt].discard(client)
             client.close()
-            level = logging.INFO if client.reason == "closed by the client" else logging.WARNING
-            log.log(level, "websocket %s: disconnected, %s; %d clients", name, client.reason, self.count())
-        return ""
+            if client.broke_rules:     # a client can repeat this at will: not a line each time
+                quiet.log(logging.WARNING, "websockets closed for their input",
+                          "websocket %s: closed, %s; %d clients", name, client.reason, self.count())
+            else:
+                level = logging.INFO if client.reason == "closed by the client" else logging.WARNING
+                log.log(level, "websocket %s: disconnected, %s; %d clients", name, client.reason, self.count())
 
     def count(self) -> int:
         return sum(len(clients) for clients in self.clients.values())

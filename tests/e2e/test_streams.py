@@ -212,7 +212,8 @@ def test_a_stuck_client_is_dropped_while_a_healthy_one_keeps_receiving(bus):
     assert bus.proc.poll() is None
 
 
-def test_two_hundred_concurrent_clients_all_receive_updates(bus):
+def test_two_hundred_concurrent_clients_all_receive_updates(simulator, gateway):
+    bus = gateway(simulator(DEVICES).link, DEVICES, "--ws-per-address", "200")   # all from 127.0.0.1
     started_ms = int(time.time() * 1000)
     clients = [ws_connect(bus) for _ in range(200)]
 

@@ -185,6 +185,12 @@ ERRORS = [
     ('[http]\nlistn = ":80" #<\n' + BUS + METER, "http.listn", ["unknown key", "listen, max_ws_clients"]),
     ('[http]\nlisten = "8080" #<\n' + BUS + METER, "http.listen", ['found "8080"', "has no port"]),
     ("[http]\nmax_ws_clients = -1 #<\n" + BUS + METER, "http.max_ws_clients", ["an integer >= 0, found -1"]),
+    ("[http]\nmax_connections = 100 #<\n" + BUS + METER, "http.max_connections",
+     ["200 + 200", "must fit inside max_connections (100)"]),
+    ("[http]\nhead_timeout = 0 #<\n" + BUS + METER, "http.head_timeout", ["a number of seconds > 0"]),
+    ('[http]\ncors = "evil" #<\n' + BUS + METER, "http.cors", ['"*", "" (no CORS header) or one origin']),
+    ('[http]\nws_origins = ["http://x.lan/page"] #<\n' + BUS + METER, "http.ws_origins", ["no path"]),
+    ('[http]\nws_origins = "http://x.lan" #<\n' + BUS + METER, "http.ws_origins", ["an array of origins"]),
     ("[mqtt]\nqos = 3 #<\n" + BUS + METER, "mqtt.qos", ["an integer 0-2, found 3"]),
     ('[mqtt]\nbroker = "ftp://x" #<\n' + BUS + METER, "mqtt.broker", ["scheme must be one of"]),
     ('[mqtt]\ntopic = "a/#" #<\n' + BUS + METER, "mqtt.topic", ["'#'"]),
@@ -357,6 +363,18 @@ LINES = st.one_of(st.sampled_from(list(COMSETS.values())).map(lambda c: (c.baud,
 
 
 @st.composite
+def http_configs(draw) -> HttpConfig:
+    """Every [http] key, the stream caps inside the connection cap."""
+    ws, polls = draw(st.integers(0, 1000)), draw(st.integers(0, 1000))
+    origin = st.sampled_from(["http://dash.lan:3000", "https://grafana.example", "http://[fd00::1]:8080"])
+    return HttpConfig(draw(st.sampled_from([":8080", "127.0.0.1:9000", "[::1]:8081"])), ws, polls,
+                      max_connections=ws + polls + draw(st.integers(1, 5000)),
+                      ws_per_address=draw(st.integers(1, 100)), long_polls_per_address=draw(st.integers(1, 100)),
+                      head_timeout=draw(st.floats(0.5, 120)), cors=draw(st.one_of(st.just(""), st.just("*"), origin)),
+                      ws_origins=tuple(draw(st.lists(origin, max_size=3))) or draw(st.sampled_from([(), ("*",)])))
+
+
+@st.composite
 def meters(draw, bus: str):
     keyword = draw(KEYWORDS)
     return dict(bus=bus, device_id=draw(st.integers(1, 247)), type_name=keyword.upper(), model=lookup(keyword),
@@ -401,8 +419,7 @@ def configs(draw):
         ha_discovery=draw(st.booleans()), ha_prefix=draw(st.sampled_from(["homeassistant", "ha/discovery"])))
     built = Config(
         buses=tuple(draw(buses(i, name, name_format)) for i, name in enumerate(bus_names)),
-        http=HttpConfig(draw(st.sampled_from([":8080", "127.0.0.1:9000", "[::1]:8081"])),
-                        draw(st.integers(0, 1000)), draw(st.integers(0, 1000))),
+        http=draw(http_configs()),
         mqtt=mqtt, metrics=MetricsConfig(draw(st.booleans())), verbose=draw(st.booleans()),
         counters=CountersConfig(draw(st.integers(2, 100)), draw(SECONDS), draw(st.integers(1, 100))),
         state_dir=draw(st.none() | st.sampled_from(["/var/lib/sdm", "~/state", "dir with space"])),

@@ -16,7 +16,9 @@ from websocket import ABNF
 from sdm.compat.geventwebsocket import (
     OPCODE_PING,
     OPCODE_TEXT,
+    ClientFrame,
     FrameTooLong,
+    ProtocolViolation,
     connection_socket,
     frame,
     mark_closed,
@@ -72,8 +74,8 @@ def test_the_raw_writer_and_the_socket_are_the_connections(pair):
 def test_client_frames_are_read_and_unmasked(pair):
     ws, client = pair
     client.sendall(client_frame(b"hello") + client_frame(b"are you there", ABNF.OPCODE_PING))
-    assert read_frame(ws, 4096) == (OPCODE_TEXT, b"hello")
-    assert read_frame(ws, 4096) == (OPCODE_PING, b"are you there")
+    assert read_frame(ws, 4096) == ClientFrame(OPCODE_TEXT, b"hello", fin=True, rsv=0, masked=True)
+    assert read_frame(ws, 4096) == ClientFrame(OPCODE_PING, b"are you there", fin=True, rsv=0, masked=True)
 
 
 def test_an_oversized_frame_is_refused_before_its_payload_is_read(pair):
@@ -83,7 +85,7 @@ def test_an_oversized_frame_is_refused_before_its_payload_is_read(pair):
         read_frame(ws, 4096)
     assert refused.value.length == 5000
     ws.raw_read(5000)                     # the payload was left where it was: skip it
-    assert read_frame(ws, 4096) == (OPCODE_TEXT, b"next")
+    assert read_frame(ws, 4096)[:2] == (OPCODE_TEXT, b"next")
 
 
 def test_a_vanished_client_is_an_oserror(pair):
@@ -98,3 +100,38 @@ def test_a_connection_marked_closed_gets_nothing_more_from_the_library(pair):
     mark_closed(ws)
     ws.close(1000, b"")          # what the library's handler does when the application returns
     assert received(client) == b""
+
+
+def raw_client_frame(payload: bytes, opcode: int = ABNF.OPCODE_TEXT, fin: int = 1, rsv: int = 0,
+                     mask: bool = True) -> bytes:
+    """A short frame with any bits, written by hand (websocket-client refuses to send bad ones)."""
+    key = b"\x01\x02\x03\x04" if mask else b""
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return bytes([fin << 7 | rsv << 4 | opcode, (0x80 if mask else 0) | len(payload)]) + key + body
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"mask": False}, {"masked": False}),
+    ({"rsv": 0b100}, {"rsv": 0b100}),
+    ({"rsv": 0b011}, {"rsv": 0b011}),
+    ({"fin": 0}, {"fin": False}),
+    ({"opcode": 0x3}, {"opcode": 0x3}),
+    ({"opcode": ABNF.OPCODE_CONT}, {"opcode": 0}),
+])
+def test_the_header_bits_the_library_leaves_unchecked_reach_us(pair, kwargs, expected):
+    ws, client = pair
+    client.sendall(raw_client_frame(b"abc", **kwargs))
+    got = read_frame(ws, 4096)
+    assert got.payload == b"abc"
+    assert {key: getattr(got, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("raw", [
+    raw_client_frame(b"", ABNF.OPCODE_PING, fin=0),              # a fragmented control frame
+    bytes([0x89, 0x80 | 126, 0, 200]) + b"\0" * 4 + b"x" * 200,   # a ping of 200 bytes
+])
+def test_control_frames_the_library_refuses_are_a_protocol_violation(pair, raw):
+    ws, client = pair
+    client.sendall(raw)
+    with pytest.raises(ProtocolViolation):
+        read_frame(ws, 4096)

@@ -36,3 +36,15 @@ def live(request):
     yield Live(hub, streams, port)
     streams.stop()
     server.stop(timeout=1)
+
+
+@pytest.fixture(autouse=True)
+def every_line_logged(monkeypatch):
+    """Each test sees its own log lines: the once-a-minute logs start afresh."""
+    import logging
+
+    from sdm import server
+    from sdm.quietlog import RepeatLog
+    from sdm.streams import ws
+    monkeypatch.setattr(ws, "quiet", RepeatLog(logging.getLogger(ws.__name__)))
+    monkeypatch.setattr(server, "quiet", RepeatLog(logging.getLogger(server.__name__)))

@@ -62,6 +62,17 @@ def test_long_poll_over_the_cap_gets_a_503_at_once(live):
     assert live.get("/firehose?timeout=1&category=statusupdate&since_time=0").status == 200
 
 
+def test_one_address_holds_at_most_its_share_of_long_polls(live):
+    live.streams.firehose.addresses.limit = 2
+    waiting = [gevent.spawn(live.get, "/firehose?timeout=30&category=statusupdate") for _ in range(2)]
+    wait_until(lambda: live.streams.firehose.waiting == 2, 5, what="two waiting polls")
+    spoofed = live.get("/firehose?timeout=30&category=statusupdate", headers={"X-Forwarded-For": "10.9.8.7"})
+    assert spoofed.status == 503 and "from your address (at most 2)" in spoofed.json()["error"]
+    live.hub.publish_status({"Modbus": {}})
+    assert all(w.get(timeout=5).status == 200 for w in waiting)
+    assert live.streams.firehose.addresses.held("127.0.0.1") == 0     # every slot given back
+
+
 def test_stop_closes_websockets_with_1001_and_answers_waiting_polls(live):
     ws = connect(live)
     waiting = gevent.spawn(live.get, "/firehose?timeout=30&category=meterupdate")
