@@ -37,7 +37,7 @@ DZG = check_model(MeterModel(
     max_current=100.0,
     nominal_voltage=230.0,
     address_space=((READ_HOLDING, 0x0000, 0x0014),) + _ENERGY_SPACE,
-    # The id comes from the serial number (meters.md 3) and no source documents line settings
+    # The id comes from the serial number (docs/registers.md, DZG DVH4013) and no source documents line settings
     # as MODBUS registers: nothing is read or written over MODBUS.
     front_panel="the meter itself (its id follows from its serial number; see the DZG manual)",
 ))

@@ -103,7 +103,7 @@ def _comms(baud_codes: Tuple[Tuple[int, str], ...], writable: bool) -> Tuple[Set
     )
 
 
-# Identity: 0xFC02 meter code (one register) [P120 v2.4/v2.5, meters.md 7 items 3-4];
+# Identity: 0xFC02 meter code (one register) [P120 v2.4/v2.5; docs/registers.md, conventions];
 # 0xFC00 serial number, uint32 [P120, P230, P630 via nmakel]; 0xFC03 software version, two
 # registers [P120 via nmakel; its encoding is not documented clearly, so it is shown raw].
 CODE_ID = Identity("meter_code", "meter code", METER_CODE_ADDRESS, 1, "hex")

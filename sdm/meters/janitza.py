@@ -36,7 +36,7 @@ JANITZA = check_model(MeterModel(
     nominal_voltage=230.0,
     address_space=((READ_HOLDING, 19000, 19078),),
     # No source we have documents the B23's id, baud rate or parity as MODBUS registers
-    # (meters.md 6): nothing is read or written, the meter's buttons change them.
+    # (docs/registers.md, Janitza B23-312): nothing is read or written, the meter's buttons change them.
     front_panel="the meter's buttons (its set-up menu, see the B23 manual)",
 ))
 

@@ -1,4 +1,4 @@
-"""The records the streams send, in gosdm630's shapes (api.md sections 8 and 9).
+"""The records the streams send, in gosdm630's shapes (docs/api.md, GET /ws and GET /firehose).
 
 A meter update becomes one record per measurement it carries; a value the
 meter gave as NaN or infinity (None in the hub) is left out, never sent as

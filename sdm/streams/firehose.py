@@ -1,4 +1,4 @@
-"""GET /firehose: long polling (RFC 6202) in gosdm630's envelope (api.md section 9).
+"""GET /firehose: long polling (RFC 6202) in gosdm630's envelope (docs/api.md, GET /firehose).
 
 Every hub event is stored, already serialized, in a bounded buffer of its
 category and wakes the waiting requests.  Each publish gets its own

@@ -36,7 +36,7 @@ class Comset:
         return f"{self.baud} 8{self.parity}1"
 
 
-# gosdm630's -c/--comset table (meters.md 0.4)
+# gosdm630's -c/--comset table (docs/registers.md, conventions)
 COMSETS: Dict[int, Comset] = {
     1: Comset(2400, PARITY_NONE),
     2: Comset(9600, PARITY_NONE),
