@@ -64,6 +64,9 @@ class LoopSink:
     def set_status(self, name: str, status: str) -> None:
         self._post(self.hub.set_status, name, status)
 
+    def timing(self, name: str, figures: Mapping[str, object]) -> None:
+        self._post(self.hub.timing, name, figures)
+
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None:
         self._post(self.hub.bus_state, bus, connected, reopened, hint)

@@ -82,6 +82,7 @@ class MeterState:
     requests: int = 0
     complete_readings: int = 0
     errors: Counter = field(default_factory=Counter)
+    timing: Dict[str, object] = field(default_factory=dict)   # learned figures (sdm.timing summary)
     window: Deque[Tuple[float, Mapping[str, Optional[float]]]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_MAX_SAMPLES))
     _json: Optional[bytes] = None
@@ -179,6 +180,10 @@ class Hub:
         meter.requests += 1
         if error_kind:
             meter.errors[error_kind] += 1
+
+    def timing(self, name: str, figures: Mapping[str, object]) -> None:
+        """A meter's learned timing, as its bus last reported it (for /status and the page)."""
+        self.meters[name].timing = dict(figures)
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None:

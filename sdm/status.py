@@ -95,6 +95,7 @@ def status(hub: Hub) -> Dict[str, Any]:
                 "Requests": meter.requests,
                 "Errors": sum(meter.errors.values()),
                 "ErrorsByKind": _kinds(meter.errors),
+                "Timing": meter.timing or None,
             }
             for meter in hub.meters.values()
         ],

@@ -146,6 +146,9 @@ class Link(Protocol):
     port: str            # as configured: /dev/ttyUSB0, rtu+tcp://host:port, tcp://host:port
     kind: str            # "serial", "rtu+tcp" or "tcp"
     cost: LineCost
+    # seconds from the end of the last exchange's request to the first byte of its reply,
+    # None when no byte came (the meter's turnaround, for sdm.timing)
+    turnaround: Optional[float]
 
     @property
     def is_open(self) -> bool: ...
