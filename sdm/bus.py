@@ -30,6 +30,7 @@ from .config import BusConfig
 from .framing import make_link
 from .hub import BusState, Hub
 from .poller import Poller, PollSettings
+from .timing import TimingFile
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ def bus_state_of(bus: BusConfig) -> BusState:
 class BusThreads:
     """One native thread per bus, each running that bus's poller."""
 
-    def __init__(self, hub: Hub, buses: Sequence[BusConfig]):
+    def __init__(self, hub: Hub, buses: Sequence[BusConfig], timing_file: Optional[TimingFile] = None):
         self.sink = LoopSink(hub)
         self.pollers: List[Poller] = [
             Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
-                   sleep=blocking_sleep, bus=bus.name)
+                   sleep=blocking_sleep, bus=bus.name, timing_file=timing_file)
             for bus in buses]
         self._pool = ThreadPool(max(1, len(self.pollers)))
         self._runs: list = []

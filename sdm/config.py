@@ -125,6 +125,7 @@ class Config:
     verbose: bool = False
     source: str = "flags"           # the file's path when read from one (for messages and SIGHUP)
     name_format: str = DEFAULT_NAME_FORMAT   # a meter's default name, %d = its id (-f)
+    state_dir: Optional[str] = None  # --state-dir; None: sdm.state.resolve_state_dir's fallbacks
 
     @property
     def meters(self) -> Tuple[MeterConfig, ...]:
@@ -187,6 +188,14 @@ def string(value: Any) -> str:
     if not isinstance(value, str):
         raise Unfit("a string")
     return value
+
+
+def directory_path(value: Any) -> str:
+    """A directory path (the state directory); ``~`` is expanded when it is used."""
+    text = string(value)
+    if not text.strip() or "\0" in text:
+        raise Unfit("a directory path")
+    return text
 
 
 def _checked_by(check: Callable[[str], Any], expected: str) -> Check:
@@ -403,7 +412,7 @@ BUS_LIMITS: Dict[str, Check] = {
 }
 BUS_KEYS = ("name", "port", "comset", "baud", "parity", *BUS_LIMITS, "meter")
 METER_KEYS = ("type", "id", "name", "pause", "interval", "slow")
-TOP_KEYS = ("name_format", "verbose", "http", "mqtt", "metrics", "bus")
+TOP_KEYS = ("name_format", "verbose", "http", "mqtt", "metrics", "bus", "state_dir")
 
 
 # -- where a key is written in the file ------------------------------------------------------------
@@ -614,6 +623,7 @@ def _config(top: Table) -> Config:
         verbose=top.get("verbose", boolean, False),
         source=top.doc.source,
         name_format=names,
+        state_dir=top.get("state_dir", directory_path, None),
     )
     try:
         check_gateway(config)
@@ -806,7 +816,8 @@ def from_args(args: argparse.Namespace) -> Config:
         http=HttpConfig(listen=_flag("--url", args.url, HTTP_KEYS["listen"]),
                         max_ws_clients=args.max_ws_clients, max_long_polls=args.max_long_polls),
         mqtt=_mqtt_from_args(args), metrics=MetricsConfig(bus_label=False),
-        verbose=args.verbose, source="flags", name_format=names)
+        verbose=args.verbose, source="flags", name_format=names,
+        state_dir=_flag("--state-dir", args.state_dir, directory_path) if getattr(args, "state_dir", None) else None)
     try:
         check_gateway(config)
     except Clash as clash:
@@ -879,6 +890,9 @@ def to_toml(config: Config) -> str:
     out = [f"# sdm630_httpd --config FILE; written from {config.source}"]
     top = [("name_format", config.name_format)] if config.name_format != DEFAULT_NAME_FORMAT else []
     out += _lines(top + ([("verbose", True)] if config.verbose else []))
+    if config.state_dir is not None:
+        out += ["# what the gateway learns (meter timing, counters) is kept here"]
+        out += _lines([("state_dir", config.state_dir)])
     out += ["", "# HTTP: listen address, websocket clients and /firehose requests at a time", "[http]"]
     out += _lines([("listen", config.http.listen)]
                   + _changed(config.http, HttpConfig(), ("max_ws_clients", "max_long_polls")))

@@ -21,6 +21,8 @@ from ..bus import BusThreads, bus_state_of  # noqa: E402
 from ..hub import Hub  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
+from ..state import StateError, state_dir  # noqa: E402
+from ..timing import TimingFile  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -49,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", action="append", default=[], metavar="TYPE=MS",
                    help="quiet time a meter type needs before its next request, e.g. sdm630=20; "
                         "repeatable (defaults: Eastron 60 ms, Janitza and DZG 20 ms)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where learned meter timing is kept between runs (default: $STATE_DIRECTORY, "
+                        "else $XDG_STATE_HOME/sdm, else ~/.local/state/sdm)")
     p.add_argument("--interval", action="append", default=[], metavar="[ID=]SECONDS",
                    help="least time between the starts of two readings of meter ID (of every meter "
                         "without ID=); repeatable (default: 0, as fast as the bus allows)")
@@ -98,10 +103,20 @@ def build_http(config: configuration.Config, hub: Hub):
     return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
 
 
+def timing_file(config: configuration.Config) -> Optional[TimingFile]:
+    """The learned-timing file in the state directory; without a usable directory the gateway
+    still runs, learning afresh on every start (logged)."""
+    try:
+        return TimingFile(state_dir(config.state_dir))
+    except StateError as err:
+        log.warning("%s; learned timing will not survive a restart", err)
+        return None
+
+
 def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object]:
     """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses])
-    buses = BusThreads(hub, config.buses)
+    buses = BusThreads(hub, config.buses, timing_file(config))
     mqtt = start_mqtt(hub, config.mqtt)
     for model in {m.model.key: m.model for m in config.meters}.values():
         log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))

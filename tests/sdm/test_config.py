@@ -387,7 +387,7 @@ def configs(draw):
         http=HttpConfig(draw(st.sampled_from([":8080", "127.0.0.1:9000", "[::1]:8081"])),
                         draw(st.integers(0, 1000)), draw(st.integers(0, 1000))),
         mqtt=mqtt, metrics=MetricsConfig(draw(st.booleans())), verbose=draw(st.booleans()),
-        name_format=name_format)
+        name_format=name_format, state_dir=draw(st.sampled_from([None, "/var/lib/sdm", "~/state dir", 'a"b'])))
     try:
         config.check_gateway(built)
     except config.Clash:
