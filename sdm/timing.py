@@ -18,8 +18,11 @@ errors, found by bisection between the lowest pause that stayed clean
 (``bad``, at first unknown: then the trial halves ``good``).  A trial is
 made only after :data:`CLEAN_TO_STEP` clean exchanges in a row, never while
 the meter is failing.  A timeout or garbled reply at a trial pause ends the
-trial: back to ``good``.  One at ``good`` itself (the meter got slower) raises
-the pause by :data:`PAUSE_STEP_UP`.  Only exchanges whose request really went
+trial: back to ``good``.  One at ``good`` itself (the meter got slower, or its
+default is too short) raises the pause by half (at least :data:`PAUSE_STEP_UP`);
+the bisection then works its way down again.  Only the first failure of a run
+moves the pause: a meter that sulks for seconds after one request that came
+too soon must not drive it up with every retry.  Only exchanges whose request really went
 out within :data:`GAP_SLACK` of the pause count as evidence: on a bus with
 several meters, a request often waits for another meter's exchange, which
 says nothing about this meter's pause.  Once the search has narrowed to
@@ -53,7 +56,8 @@ TIMEOUT_MARGIN = 0.020      # s
 MIN_TIMEOUT = 0.020         # s: the least timeout any line gets
 CLEAN_TO_STEP = 20          # clean exchanges at a pause before a lower one is tried
 PAUSE_RESOLUTION = 0.004    # s: the search stops when good and bad are this close
-PAUSE_STEP_UP = 0.010       # s: added when the proven pause fails
+PAUSE_STEP_UP = 0.010       # s: the least step up when the proven pause fails ...
+PAUSE_GROWTH = 1.5          # ... else it grows by this factor (bisection then finds the least again)
 MIN_TRIAL = 0.002           # s: a trial pause below this is 0
 MAX_PAUSE = 0.500           # s: the most a learned pause grows to
 GAP_SLACK = 0.005           # s: a request later than pause + this is no test of the pause
@@ -135,7 +139,7 @@ class MeterTiming:
             self.lost_to_trials += 1
         else:
             self.bad = self.pause
-            self.pause = self.good = min(self.pause + PAUSE_STEP_UP, MAX_PAUSE)
+            self.pause = self.good = min(max(self.pause * PAUSE_GROWTH, self.pause + PAUSE_STEP_UP), MAX_PAUSE)
         if self.converged:
             self._hold(now)
 
