@@ -31,6 +31,7 @@ from .framing import make_link
 from .hub import BusState, Hub
 from .poller import Poller, PollSettings
 from .timing import TimingFile
+from .transport import Comset
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def settings_of(bus: BusConfig) -> PollSettings:
 
 
 def bus_state_of(bus: BusConfig) -> BusState:
-    return BusState(bus.name, port=bus.port, transport=bus.kind)
+    return BusState(bus.name, port=bus.port, transport=bus.kind, line=str(Comset(bus.baud, bus.parity)))
 
 
 class BusThreads:

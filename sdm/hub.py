@@ -70,6 +70,7 @@ class BusState:
     connected: bool = False
     reconnects: int = 0
     hint: Optional[str] = None      # what the link suspects is wrong (a gateway in the wrong mode)
+    line: str = ""                  # the serial setting, e.g. "9600 8N1" (for sdm_doctor --from-status)
 
 
 @dataclass

@@ -42,6 +42,7 @@ def _bus(hub: Hub, bus: BusState) -> Dict[str, Any]:
         "Name": bus.name,
         "Port": bus.port,
         "Transport": bus.transport,
+        "Line": bus.line,
         "Connected": bus.connected,
         "Reconnects": bus.reconnects,
         "Requests": sum(m.requests for m in meters),
