@@ -17,6 +17,7 @@ import json
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from .. import config as configuration
@@ -86,17 +87,18 @@ def fetch_status(url: str) -> Dict[str, Any]:
 
 
 def bus_to_examine(args: argparse.Namespace) -> BusConfig:
-    """The bus from --config, --from-status or -s/-c/-d (ValueError if unusable)."""
+    """The bus from --config (with its own timeout), --from-status or -s/-c/-d (ValueError if unusable)."""
     if sum(bool(x) for x in (args.config, args.from_status, args.device_list)) != 1:
         raise ValueError("give exactly one of -d TYPE:ID,..., --config FILE or --from-status URL")
     if args.config:
         return _bus_of(list(configuration.load(args.config).buses), args.bus)
     if args.from_status:
-        return from_status(fetch_status(args.from_status), args.bus)
+        return replace(from_status(fetch_status(args.from_status), args.bus), timeout=args.timeout)
     line = comset(args.comset)
     meters = tuple(MeterConfig(device_id=i, type_name=t, model=m, name=f"{t.lower()}:{i}")
                    for t, m, i in parse_device_list(args.device_list))
-    return BusConfig(name="bus", port=args.serialadapter, baud=line.baud, parity=line.parity, meters=meters)
+    return BusConfig(name="bus", port=args.serialadapter, baud=line.baud, parity=line.parity, meters=meters,
+                     timeout=args.timeout)
 
 
 def open_line(port: str, line: Comset):
@@ -140,8 +142,7 @@ def examine(bus: BusConfig, args: argparse.Namespace, capture) -> Tuple[Dict[str
     writer = PcapWriter(capture) if capture else None
     progress = Progress(sys.stderr, args.duration)
     try:
-        doctor = Doctor(line, bus.meters, min(args.timeout, bus.timeout) if args.config else args.timeout,
-                        on_frame=writer.frame if writer else None)
+        doctor = Doctor(line, bus.meters, bus.timeout, on_frame=writer.frame if writer else None)
         recording = doctor.watch(args.duration, progress)
     finally:
         progress.clear()
