@@ -35,7 +35,8 @@ from .transport import LineCost, Link, TransportError, silence_time
 log = logging.getLogger(__name__)
 
 TIMING_REPORT_INTERVAL = 2.0   # s between two timing reports of a meter to the sink (when they changed)
-TIMING_SAVE_INTERVAL = 60.0    # s between two writes of the timing state file (when it changed)
+TIMING_SAVE_INTERVAL = 300.0   # s between two writes of the timing state file (when it changed; and at stop):
+                               # few writes for an SD card, at most five minutes of learning lost to a crash
 REPLAN_SHARE = 0.10            # re-plan when a request's fixed cost moved by more than this share
 
 
@@ -52,7 +53,6 @@ class PollSettings:
     pauses: Optional[Dict[str, float]] = None   # model key -> pause (s), overrides the model's
     schedules: Optional[Dict[int, Schedule]] = None   # meter id -> schedule
     merge: bool = True            # False: one request per value, as gosdm630 did (for comparison)
-    learn: bool = True            # False: the configured timeout and pauses, as they are (sdm.timing)
 
 
 class Sink(Protocol):
@@ -76,19 +76,14 @@ def pause_of(config: MeterConfig, settings: PollSettings) -> float:
 def fixed_pause_of(config: MeterConfig, settings: PollSettings) -> Optional[float]:
     """The pause a user (or a benchmark's override) fixed for a meter; None: the poller learns it."""
     override = (settings.pauses or {}).get(config.model.key)
-    if override is not None:
-        return override
-    if config.pause is None and not settings.learn:
-        return config.model.pause
-    return config.pause
+    return config.pause if override is None else override
 
 
 def timing_of(config: MeterConfig, cost: LineCost, settings: PollSettings) -> MeterTiming:
     """A meter's timing at start: the configured timeout as ceiling, the line's needs as floor."""
     floor = MIN_TIMEOUT + cost.round_trip + silence_time(cost.char_time)
     ceiling = settings.timeout
-    return MeterTiming(pause_of(config, settings), ceiling, floor if settings.learn else ceiling,
-                       fixed_pause_of(config, settings))
+    return MeterTiming(pause_of(config, settings), ceiling, floor, fixed_pause_of(config, settings))
 
 
 def schedule_of(config: MeterConfig, settings: PollSettings) -> Schedule:

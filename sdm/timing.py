@@ -53,7 +53,8 @@ SAMPLES = 256               # turnarounds kept per meter
 MIN_SAMPLES = 20            # before this many, the configured timeout applies
 TIMEOUT_FACTOR = 1.25
 TIMEOUT_MARGIN = 0.020      # s
-MIN_TIMEOUT = 0.020         # s: the least timeout any line gets
+MIN_TIMEOUT = 0.050         # s: the least timeout any line gets (a busy host's scheduling jitter, a USB
+                            # adapter's latency timer: both come on top of what the meter needs)
 CLEAN_TO_STEP = 20          # clean exchanges at a pause before a lower one is tried
 PAUSE_RESOLUTION = 0.004    # s: the search stops when good and bad are this close
 PAUSE_STEP_UP = 0.010       # s: the least step up when the proven pause fails ...
