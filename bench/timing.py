@@ -19,7 +19,9 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 import gevent
+from gevent.threadpool import ThreadPool
 
+from sdm.bus import blocking_sleep
 from sdm.framing.rtu import RtuLink
 from sdm.hub import Hub, MeterUpdate
 from sdm.poller import Poller, PollSettings
@@ -49,23 +51,26 @@ class CountingHub(Hub):
 
 def poll_for(seconds: float, extra: List[str]) -> Tuple[Poller, CountingHub, List[float], float]:
     """Poll one SDM630 (simulated with ``extra`` options) for ``seconds``: the poller, its hub,
-    the times of complete readings and the start time."""
+    the times of complete readings and the start time.  The hub hears the poller's thread
+    directly; it is read only after the poller stopped."""
     devices, line = "sdm630:1", comset()
     meters = configs(devices)
     hub = CountingHub(meters)
     complete: List[float] = []
     hub.subscribe(lambda event: isinstance(event, MeterUpdate) and event.complete
                   and complete.append(time.monotonic()))
+    pool = ThreadPool(1)
     with paced_simulator(devices, line, 0.0, extra) as sim:
-        poller = Poller(hub, RtuLink(SerialTransport(str(sim.link), line)), meters, PollSettings())
+        # a native thread with blocking I/O, as sdm.bus runs a bus: the serial line blocks, never yields
+        poller = Poller(hub, RtuLink(SerialTransport(str(sim.link), line)), meters, PollSettings(),
+                        sleep=blocking_sleep)
         started = time.monotonic()
-        task = gevent.spawn(poller.run)
-        while time.monotonic() < started + seconds and not task.dead:
+        task = pool.spawn(poller.run)
+        while time.monotonic() < started + seconds and not task.ready():
             gevent.sleep(0.2)
         poller.stop()
-        task.join(2)
-        task.kill()
-        gevent.sleep(0.05)
+        task.wait(2)
+    pool.kill()
     return poller, hub, complete, started
 
 

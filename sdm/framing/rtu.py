@@ -219,7 +219,8 @@ class RtuLink:
         self.port = transport.port
         self.kind = transport.kind
         self.cost = LineCost(transport.char_time, 3.5, round_trip)
-        self._timed = TimedLine(transport)
+        # bytes come at the line rate on a serial port; a gateway's socket may hand over a reply at once
+        self._timed = TimedLine(transport, paced=transport.kind == "serial")
         self.turnaround: Optional[float] = None   # of the last exchange (see sdm.transport.Link)
 
     @property
