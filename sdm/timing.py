@@ -18,9 +18,13 @@ errors, found by bisection between the lowest pause that stayed clean
 (``bad``, at first unknown: then the trial halves ``good``).  A trial is
 made only after :data:`CLEAN_TO_STEP` clean exchanges in a row, never while
 the meter is failing.  A timeout or garbled reply at a trial pause ends the
-trial: back to ``good``.  One at ``good`` itself (the meter got slower, or its
-default is too short) raises the pause by half (at least :data:`PAUSE_STEP_UP`);
-the bisection then works its way down again.  Only the first failure of a run
+trial: back to ``good``; the same trial is made once more later, and only a
+second failure marks it ``bad`` (a busy host or a burst of noise fails one
+exchange now and then, and one such must not cost a fast meter its speed for
+an hour).  Two failures at ``good`` itself within :data:`STRIKE_WINDOW` tested
+exchanges (the meter got slower, or its default is too short) raise the pause
+by half (at least :data:`PAUSE_STEP_UP`); the bisection then works its way
+down again.  Only the first failure of a run
 moves the pause: a meter that sulks for seconds after one request that came
 too soon must not drive it up with every retry.  Only exchanges whose request really went
 out within :data:`GAP_SLACK` of the pause count as evidence: on a bus with
@@ -28,8 +32,9 @@ several meters, a request often waits for another meter's exchange, which
 says nothing about this meter's pause.  Once the search has narrowed to
 :data:`PAUSE_RESOLUTION`, the pause is held and re-checked (one trial a
 resolution lower) after :data:`RECHECK_FIRST`, doubling up to
-:data:`RECHECK_MAX` while re-checks fail: a meter whose limit is known loses
-at most one exchange per re-check.  A configured pause switches all of this off.
+:data:`RECHECK_MAX` while re-checks fail: a re-check counts at its first
+failure, so a meter whose limit is known loses at most one exchange per
+re-check.  A configured pause switches all of this off.
 
 The figures are ours, not a vendor's: Eastron documents "up to 60 ms" of
 pause and no turnaround; what a meter really needs is what these rules find.
@@ -62,6 +67,7 @@ PAUSE_GROWTH = 1.5          # ... else it grows by this factor (bisection then f
 MIN_TRIAL = 0.002           # s: a trial pause below this is 0
 MAX_PAUSE = 0.500           # s: the most a learned pause grows to
 GAP_SLACK = 0.005           # s: a request later than pause + this is no test of the pause
+STRIKE_WINDOW = 20          # tested exchanges within which the proven pause must fail twice to grow
 RECHECK_FIRST = 3600.0      # s: a converged pause is tried one step lower after this long
 RECHECK_MAX = 86400.0
 PAUSE_KINDS = frozenset({"timeout", "short", "crc", "malformed"})   # what too short a pause causes
@@ -95,7 +101,9 @@ class MeterTiming:
         self.hold_until = 0.0         # no trial before this (monotonic s)
         self.recheck = RECHECK_FIRST
         self.samples: Deque[float] = deque(maxlen=SAMPLES)
-        self.lost_to_trials = 0       # exchanges a failed trial cost
+        self.suspect: Optional[float] = None   # a trial pause that failed once: tried again before it counts
+        self.rechecking = False       # the trial under way re-checks a converged pause
+        self.strike_age: Optional[int] = None   # tested exchanges since the proven pause failed once
 
     @property
     def timeout(self) -> float:
@@ -106,7 +114,7 @@ class MeterTiming:
 
     @property
     def converged(self) -> bool:
-        return self.bad is not None and self.good - self.bad <= PAUSE_RESOLUTION
+        return self.bad is not None and self.good - self.bad <= PAUSE_RESOLUTION + 1e-9   # float sums
 
     def answered(self, turnaround: Optional[float], gap: Optional[float], now: float) -> None:
         """A good reply; ``gap``: seconds from this meter's previous answer to this request."""
@@ -116,11 +124,15 @@ class MeterTiming:
         if not self.learning or not self._tests_pause(gap):
             return
         self.clean += 1
+        if self.strike_age is not None:
+            self.strike_age = None if self.strike_age >= STRIKE_WINDOW else self.strike_age + 1
         if self.clean < CLEAN_TO_STEP:
             return
         self.clean = 0
         if self.pause < self.good:        # a trial passed
             self.good = self.pause
+            self.suspect = None
+            self.rechecking = False
             self.recheck = RECHECK_FIRST
             if self.converged:
                 self._hold(now)
@@ -134,13 +146,19 @@ class MeterTiming:
         self.clean = 0
         if not (self.learning and first and kind in PAUSE_KINDS and self._tests_pause(gap)):
             return
-        if self.pause < self.good:
-            self.bad = self.pause
-            self.pause = self.good
-            self.lost_to_trials += 1
-        else:
+        if self.pause < self.good:        # a trial failed: back to the proven pause
+            trial, self.pause = self.pause, self.good
+            if self.rechecking or self.suspect == trial:
+                self.bad, self.suspect, self.rechecking = trial, None, False
+            else:
+                self.suspect = trial      # once may be chance (a busy host, a burst of noise)
+        elif self.strike_age is None:     # the proven pause failed: once may be chance too
+            self.strike_age = 0
+            return
+        else:                             # ... twice within STRIKE_WINDOW is not
             self.bad = self.pause
             self.pause = self.good = min(max(self.pause * PAUSE_GROWTH, self.pause + PAUSE_STEP_UP), MAX_PAUSE)
+            self.strike_age = None
         if self.converged:
             self._hold(now)
 
@@ -148,10 +166,14 @@ class MeterTiming:
         return gap is not None and gap <= self.pause + GAP_SLACK
 
     def _next_trial(self, now: float) -> None:
+        if self.suspect is not None:
+            self.pause = self.suspect
+            return
         if self.converged:
             if now < self.hold_until:
                 return
             self.bad = max(0.0, self.good - 2 * PAUSE_RESOLUTION)   # re-check: one step lower
+            self.rechecking = True
         if self.good <= 0.0:
             return
         trial = self.good / 2 if self.bad is None else (self.good + self.bad) / 2

@@ -59,7 +59,7 @@ def test_each_meter_gets_the_timing_it_needs_and_keeps_it_over_a_restart(five_bu
     quick, pause60, jitter, sulky, fixed = (status[name] for name in BUSES)
 
     assert sum(quick["ErrorsByKind"].values()) == 0                # no pause needed: halving it never hurt
-    assert pause60["ErrorsByKind"]["timeout"] <= 8                 # a few failed trials while searching
+    assert pause60["ErrorsByKind"]["timeout"] <= 12                # failed trials (each made twice) while searching
     assert pause60["Timing"]["Learning"] == "pause and timeout"
     assert jitter["ErrorsByKind"]["timeout"] == 0                  # the learned timeout is never too short
     assert jitter["Timing"]["TurnaroundMs"]["max"] < jitter["Timing"]["TimeoutMs"] <= 300
