@@ -19,14 +19,15 @@ errors, found by bisection between the lowest pause that stayed clean
 made only after :data:`CLEAN_TO_STEP` clean exchanges in a row, never while
 the meter is failing.  A timeout or garbled reply at a trial pause ends the
 trial: back to ``good``; the same trial is made once more later, and only a
-second failure marks it ``bad`` (a busy host or a burst of noise fails one
-exchange now and then, and one such must not cost a fast meter its speed for
-an hour).  Two failures at ``good`` itself within :data:`STRIKE_WINDOW` tested
-exchanges (the meter got slower, or its default is too short) raise the pause
-by half (at least :data:`PAUSE_STEP_UP`); the bisection then works its way
-down again.  Only the first failure of a run
-moves the pause: a meter that sulks for seconds after one request that came
-too soon must not drive it up with every retry.  Only exchanges whose request really went
+second failure counts (a busy host or a burst of noise fails one exchange now
+and then, and one such must not cost a fast meter its speed for an hour).
+Then ``bad`` becomes that pause plus :data:`PAUSE_MARGIN`, so the search ends
+a little above the meter's limit rather than on its edge.  Two failures at
+``good`` itself within :data:`STRIKE_WINDOW` tested exchanges (the meter got
+slower, or its default is too short) raise the pause by half (at least
+:data:`PAUSE_STEP_UP`); the bisection then works its way down again.  Only
+the first failure of a run counts: a meter that sulks for seconds after one
+request that came too soon must not drive the pause up with every retry.  Only exchanges whose request really went
 out within :data:`GAP_SLACK` of the pause count as evidence: on a bus with
 several meters, a request often waits for another meter's exchange, which
 says nothing about this meter's pause.  Once the search has narrowed to
@@ -62,6 +63,7 @@ MIN_TIMEOUT = 0.050         # s: the least timeout any line gets (a busy host's 
                             # adapter's latency timer: both come on top of what the meter needs)
 CLEAN_TO_STEP = 20          # clean exchanges at a pause before a lower one is tried
 PAUSE_RESOLUTION = 0.004    # s: the search stops when good and bad are this close
+PAUSE_MARGIN = 0.005        # s: the least a learned pause stays above one that failed
 PAUSE_STEP_UP = 0.010       # s: the least step up when the proven pause fails ...
 PAUSE_GROWTH = 1.5          # ... else it grows by this factor (bisection then finds the least again)
 MIN_TRIAL = 0.002           # s: a trial pause below this is 0
@@ -149,7 +151,10 @@ class MeterTiming:
         if self.pause < self.good:        # a trial failed: back to the proven pause
             trial, self.pause = self.pause, self.good
             if self.rechecking or self.suspect == trial:
-                self.bad, self.suspect, self.rechecking = trial, None, False
+                # the search ends at least a margin above a pause that failed: a meter's limit is
+                # not sharp, and the host's timing jitters by a few ms
+                self.bad = min(trial + PAUSE_MARGIN, self.good)
+                self.suspect, self.rechecking = None, False
             else:
                 self.suspect = trial      # once may be chance (a busy host, a burst of noise)
         elif self.strike_age is None:     # the proven pause failed: once may be chance too
