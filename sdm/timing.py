@@ -27,8 +27,9 @@ a little above the meter's limit rather than on its edge.  Two failures at
 slower, or its default is too short) raise the pause by half (at least
 :data:`PAUSE_STEP_UP`); the bisection then works its way down again.  Only
 the first failure of a run counts: a meter that sulks for seconds after one
-request that came too soon must not drive the pause up with every retry.  Only exchanges whose request really went
-out within :data:`GAP_SLACK` of the pause count as evidence: on a bus with
+request that came too soon must not drive the pause up with every retry.
+Only exchanges whose request really went out within :data:`GAP_SLACK` of the
+pause count as evidence: on a bus with
 several meters, a request often waits for another meter's exchange, which
 says nothing about this meter's pause.  Once the search has narrowed to
 :data:`PAUSE_RESOLUTION`, the pause is held and re-checked (one trial a
