@@ -242,3 +242,16 @@ def test_the_meters_of_a_running_gateways_status():
     assert [(m.device_id, m.model.key, m.name) for m in found.meters] == [(1, "sdm630", "house"), (26, "janitza", "pv")]
     with pytest.raises(ValueError, match="not a gateway"):
         from_status({"Buses": "x"}, None)
+
+
+@given(st.lists(st.tuples(st.floats(1e9, 2e9), st.binary(min_size=1, max_size=300), st.booleans(),
+                          st.text(min_size=1, max_size=40)), max_size=20))
+def test_any_frames_read_back_from_the_capture(frames):
+    stream = io.BytesIO()
+    writer = PcapWriter(stream)
+    for timestamp, data, inbound, verdict in frames:
+        writer.frame(timestamp, data, inbound, verdict)
+    packets = read_pcapng(stream.getvalue())
+    assert [(p[1], p[2], p[3]) for p in packets] == [
+        (data, INBOUND if inbound else OUTBOUND, verdict) for _, data, inbound, verdict in frames]
+    assert all(abs(p[0] - f[0]) < 1e-5 for p, f in zip(packets, frames))

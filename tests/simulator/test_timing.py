@@ -80,3 +80,11 @@ def test_garbled_reply_fails_its_crc():
     from sdm.framing.rtu import crc_ok
     reply = add_crc(bytes([1, 4, 2, 0, 7]))
     assert crc_ok(reply) and not crc_ok(garbled(reply)) and len(garbled(reply)) == len(reply)
+
+
+@given(st.integers(1, 247), st.integers(0, 500), st.integers(0, 500), st.integers(0, 2000),
+       st.sampled_from(["0.01", "0.5", "1"]))
+def test_turnaround_specs_read_back(slave, a, b, long, chance):
+    low, high = sorted((a, b))
+    assert parse_turnaround(f"{slave}={low}-{high}+{long}@{chance}") == (
+        slave, Turnaround(low / 1000, high / 1000, long / 1000, float(chance)))
