@@ -59,6 +59,7 @@ setup(
             "sdm630_httpd=sdm.cli.httpd:main",
             "sdm630=sdm.cli.httpd:main",
             "sdm_detect=sdm.cli.detect:main",
+            "sdm_doctor=sdm.cli.doctor:main",
             "sdm_config=sdm.cli.config:main",
             "sdm630_logger=sdm.cli.logger:main",
             "sdm630_monitor=sdm.cli.monitor:main",

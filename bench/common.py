@@ -41,14 +41,16 @@ def sim_flags(line: Comset, turnaround_ms: float = 0.0) -> List[str]:
 
 
 @contextlib.contextmanager
-def paced_simulator(devices: str, line: Comset, turnaround_ms: float = 0.0) -> Iterator[Simulator]:
+def paced_simulator(devices: str, line: Comset, turnaround_ms: float = 0.0,
+                    extra: Optional[List[str]] = None) -> Iterator[Simulator]:
     """Virtual meters on a pty that answer at the line rate; stopped on exit.
 
     The simulator stands in for meters, which have a CPU of their own: it runs
     at a raised priority (when allowed) so that a busy machine delays the
     gateway under test, not the meters' answers.
     """
-    sim = Simulator(Path(tempfile.mkdtemp(prefix="sdm-bench-")) / "tty", devices, sim_flags(line, turnaround_ms))
+    sim = Simulator(Path(tempfile.mkdtemp(prefix="sdm-bench-")) / "tty", devices,
+                    sim_flags(line, turnaround_ms) + list(extra or []))
     try:
         sim.start()
         with contextlib.suppress(OSError):

@@ -30,6 +30,8 @@ from .config import BusConfig
 from .framing import make_link
 from .hub import BusState, Hub
 from .poller import Poller, PollSettings
+from .timing import TimingFile
+from .transport import Comset
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class LoopSink:
     def drop(self, name: str, names: Sequence[str]) -> None:
         self._post(self.hub.drop, name, tuple(names))
 
+    def timing(self, name: str, figures: Mapping[str, object]) -> None:
+        self._post(self.hub.timing, name, figures)
+
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None:
         self._post(self.hub.bus_state, bus, connected, reopened, hint)
@@ -102,22 +107,23 @@ def settings_of(bus: BusConfig) -> PollSettings:
 
 
 def bus_state_of(bus: BusConfig) -> BusState:
-    return BusState(bus.name, port=bus.port, transport=bus.kind)
+    return BusState(bus.name, port=bus.port, transport=bus.kind, line=str(Comset(bus.baud, bus.parity)))
 
 
 class BusThreads:
     """One native thread per bus, each running that bus's poller; buses can be added and
     removed while the others run (a configuration reloaded on SIGHUP)."""
 
-    def __init__(self, hub: Hub, buses: Sequence[BusConfig]):
+    def __init__(self, hub: Hub, buses: Sequence[BusConfig], timing_file: Optional[TimingFile] = None):
         self.sink = LoopSink(hub)
+        self.timing_file = timing_file
         self.pollers: Dict[str, Poller] = {bus.name: self._poller(bus) for bus in buses}
         self._pool = ThreadPool(max(1, len(self.pollers)))
         self._runs: Dict[str, Any] = {}
 
     def _poller(self, bus: BusConfig) -> Poller:
         return Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
-                      sleep=blocking_sleep, bus=bus.name)
+                      sleep=blocking_sleep, bus=bus.name, timing_file=self.timing_file)
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)

@@ -210,6 +210,14 @@ def string(value: Any) -> str:
     return value
 
 
+def directory_path(value: Any) -> str:
+    """A directory path (the state directory); ``~`` is expanded when it is used."""
+    text = string(value)
+    if not text.strip() or "\0" in text:
+        raise Unfit("a directory path")
+    return text
+
+
 def _checked_by(check: Callable[[str], Any], expected: str) -> Check:
     """A string check out of a function that raises ValueError with its own reason."""
     def adopted(value: Any) -> Any:
@@ -386,13 +394,6 @@ def slow_interval(value: Any) -> float:
         return number(0, inclusive=False)(value)
     except Unfit:
         raise Unfit(f"a number of seconds > 0, or true ({DEFAULT_SLOW_INTERVAL:g} s)") from None
-
-
-def state_dir(value: Any) -> str:
-    text = string(value)
-    if not text.strip() or "\x00" in text:
-        raise Unfit("the path of a directory")
-    return text
 
 
 max_current = number(0, inclusive=False, unit="amperes")
@@ -695,7 +696,7 @@ def _config(top: Table) -> Config:
         mqtt=_mqtt(top.table("mqtt")),
         metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS, MetricsConfig())),
         counters=CountersConfig(**_section(top.table("counters"), COUNTERS_KEYS, CountersConfig())),
-        state_dir=top.get("state_dir", state_dir, None),
+        state_dir=top.get("state_dir", directory_path, None),
         verbose=top.get("verbose", boolean, False),
         source=top.doc.source,
         name_format=names,
@@ -913,7 +914,7 @@ def from_args(args: argparse.Namespace) -> Config:
             confirm_readings=_flag("--counter-confirm", args.counter_confirm, COUNTERS_KEYS["confirm_readings"]),
             confirm_seconds=_flag("--counter-confirm-seconds", args.counter_confirm_seconds,
                                   COUNTERS_KEYS["confirm_seconds"])),
-        state_dir=None if args.state_dir is None else _flag("--state-dir", args.state_dir, state_dir),
+        state_dir=None if args.state_dir is None else _flag("--state-dir", args.state_dir, directory_path),
         verbose=args.verbose, source="flags", name_format=names)
     try:
         check_gateway(config)

@@ -76,6 +76,7 @@ class BusState:
     connected: bool = False
     reconnects: int = 0
     hint: Optional[str] = None      # what the link suspects is wrong (a gateway in the wrong mode)
+    line: str = ""                  # the serial setting, e.g. "9600 8N1" (for sdm_doctor --from-status)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class MeterState:
     requests: int = 0
     complete_readings: int = 0
     errors: TypingCounter[str] = field(default_factory=Counter)
+    timing: Dict[str, object] = field(default_factory=dict)   # learned figures (sdm.timing summary)
     window: Deque[Tuple[float, Mapping[str, Optional[float]]]] = field(
         default_factory=lambda: deque(maxlen=WINDOW_MAX_SAMPLES))
     raw: Dict[str, Optional[float]] = field(default_factory=dict)    # as read, before the checks
@@ -236,6 +238,10 @@ class Hub:
         self.changes += 1
         if error_kind:
             meter.errors[error_kind] += 1
+
+    def timing(self, name: str, figures: Mapping[str, object]) -> None:
+        """A meter's learned timing, as its bus last reported it (for /status and the page)."""
+        self.meters[name].timing = dict(figures)
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None:

@@ -49,11 +49,12 @@ def decode_block(block: Block, registers: Sequence[int]) -> Dict[str, Optional[f
 UNIT_COST = LineCost(char_time=1.0)   # costs in plain character counts
 
 
-def request_overhead_chars(cost: LineCost = UNIT_COST, pause: float = 0.0) -> float:
+def request_overhead_chars(cost: LineCost = UNIT_COST, pause: float = 0.0, turnaround: float = 0.0) -> float:
     """Character times one request costs besides its registers, on a link of this ``cost``,
-    for a meter that needs ``pause`` seconds of quiet before its next request."""
+    for a meter that needs ``pause`` seconds of quiet before its next request and takes
+    ``turnaround`` seconds to start its answer."""
     return (REQUEST_BYTES + REPLY_OVERHEAD + 2 * cost.silence_chars
-            + (pause + cost.round_trip) / cost.char_time)
+            + (pause + turnaround + cost.round_trip) / cost.char_time)
 
 
 def make_block(regs: Sequence[Register]) -> Block:

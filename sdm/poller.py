@@ -28,9 +28,15 @@ from .hub import AVAILABLE, UNAVAILABLE
 from .meters.model import Register
 from .plan import Block, decode_block, make_block, one_per_request, plan, request_overhead_chars, split
 from .schedule import Schedule, is_slow, next_due
-from .transport import LineCost, Link, TransportError
+from .timing import MIN_TIMEOUT, MeterTiming, TimingFile, meter_key, percentile, restore_timing
+from .transport import LineCost, Link, TransportError, silence_time
 
 log = logging.getLogger(__name__)
+
+TIMING_REPORT_INTERVAL = 2.0   # s between two timing reports of a meter to the sink (when they changed)
+TIMING_SAVE_INTERVAL = 300.0   # s between two writes of the timing state file (when it changed; and at stop):
+                               # few writes for an SD card, at most five minutes of learning lost to a crash
+REPLAN_SHARE = 0.10            # re-plan when a request's fixed cost moved by more than this share
 
 
 @dataclass
@@ -56,16 +62,28 @@ class Sink(Protocol):
     def count(self, name: str, error_kind: Optional[str] = None) -> None: ...
     def set_status(self, name: str, status: str) -> None: ...
     def drop(self, name: str, names: Sequence[str]) -> None: ...
+    def timing(self, name: str, figures: Mapping[str, object]) -> None: ...
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
                   hint: Optional[str] = None) -> None: ...
 
 
 def pause_of(config: MeterConfig, settings: PollSettings) -> float:
     """The quiet time a meter needs before its next request: configured, overridden, or the model's."""
+    fixed = fixed_pause_of(config, settings)
+    return config.model.pause if fixed is None else fixed
+
+
+def fixed_pause_of(config: MeterConfig, settings: PollSettings) -> Optional[float]:
+    """The pause a user (or a benchmark's override) fixed for a meter; None: the poller learns it."""
     override = (settings.pauses or {}).get(config.model.key)
-    if override is not None:
-        return override
-    return config.model.pause if config.pause is None else config.pause
+    return config.pause if override is None else override
+
+
+def timing_of(config: MeterConfig, cost: LineCost, settings: PollSettings) -> MeterTiming:
+    """A meter's timing at start: the configured timeout as ceiling, the line's needs as floor."""
+    floor = MIN_TIMEOUT + cost.round_trip + silence_time(cost.char_time)
+    ceiling = settings.timeout
+    return MeterTiming(pause_of(config, settings), ceiling, floor, fixed_pause_of(config, settings))
 
 
 def schedule_of(config: MeterConfig, settings: PollSettings) -> Schedule:
@@ -88,9 +106,12 @@ class MeterReader:
         self.config = config
         self.settings = settings
         model = config.model
-        self.pause = pause_of(config, settings)
+        self.cost = cost
+        self.timing = timing_of(config, cost, settings)
         self.schedule = schedule_of(config, settings)
-        self._overhead = request_overhead_chars(cost, self.pause)
+        self._overhead = self._overhead_now()
+        self._refusals = False        # a block was refused: the plans hold that, so keep them
+        self.ended_at: Optional[float] = None   # when this meter's last exchange ended
         self.blocks: List[Block] = []
         self.fast_blocks: Optional[List[Block]] = None
         self._make_plans()
@@ -115,6 +136,28 @@ class MeterReader:
         fast = [reg for reg in registers if not is_slow(reg.name)]
         self.fast_blocks = (
             self._plan(fast) if self.schedule.slow_interval and 0 < len(fast) < len(registers) else None)
+
+    @property
+    def pause(self) -> float:
+        return self.timing.pause
+
+    def _overhead_now(self) -> float:
+        """A request's fixed cost in characters, with the learned pause and typical turnaround."""
+        turnaround = percentile(self.timing.samples, 0.5) or 0.0
+        return request_overhead_chars(self.cost, self.timing.pause, turnaround)
+
+    def replan_if_moved(self) -> None:
+        """Re-plan when the learned figures moved a request's cost enough to matter."""
+        overhead = self._overhead_now()
+        if self._refusals or abs(overhead - self._overhead) <= REPLAN_SHARE * self._overhead:
+            return
+        before = len(self.blocks)
+        self._overhead = overhead
+        self._make_plans()
+        if len(self.blocks) != before:
+            log.info("%s: %d requests per reading instead of %d (pause %.0f ms, turnaround %.0f ms)",
+                     self.label, len(self.blocks), before, self.timing.pause * 1000,
+                     (percentile(self.timing.samples, 0.5) or 0.0) * 1000)
 
     def _plan(self, regs: Sequence[Register]) -> List[Block]:
         """The requests of a cycle, shortest first: after a start the first values come soonest."""
@@ -146,7 +189,9 @@ class MeterReader:
         if self.replan_at is not None and now >= self.replan_at:
             log.info("%s: asking again for the blocks it refused", self.label)
             self.replan_at = None
+            self._refusals = False
             self._make_plans()
+        self.replan_if_moved()
         self.cycle_due = next_due(self.cycle_due, now, self.schedule.interval)   # the next one's
         if self.fast_blocks is None or now >= self.slow_due:
             self.cycle_blocks = self.blocks
@@ -215,6 +260,7 @@ class MeterReader:
         if self.replan_at is None:
             self.replan_at = now + self.replan_delay
             self.replan_delay = min(self.replan_delay * 2, REPLAN_MAX)
+        self._refusals = True
         blocks = self.cycle_blocks
         index = blocks.index(block)
         if len(block.registers) > 1:
@@ -253,7 +299,8 @@ class Poller:
 
     def __init__(self, sink: Sink, link: Link, meters: Sequence[MeterConfig],
                  settings: Optional[PollSettings] = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None):
+                 sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None,
+                 timing_file: Optional[TimingFile] = None):
         self.sink = sink
         self.link = link
         self.bus = bus or (meters[0].bus if meters else DEFAULT_BUS_NAME)
@@ -261,6 +308,16 @@ class Poller:
         self.clock = clock
         self.sleep = sleep
         self.readers = [MeterReader(config, link.cost, self.settings) for config in meters]
+        self.timing_file = timing_file
+        for reader in self.readers:
+            if timing_file is not None:
+                restore_timing(reader.timing, timing_file.entry(self.bus, reader.device_id,
+                                                                reader.config.model.key), reader.label, clock)
+            reader.replan_if_moved()
+        self._timing_reported: Dict[str, Dict[str, object]] = {}
+        self._timing_report_due = 0.0
+        self._timing_saved: Dict[str, Dict[str, object]] = {}
+        self._timing_save_due = clock() + TIMING_SAVE_INTERVAL
         self._running = False
         self._reopen_delay = self.settings.reopen_min
         self._opened_before = False
@@ -280,6 +337,7 @@ class Poller:
         finally:
             self.link.close()
             self.sink.bus_state(self.bus, False)
+            self.save_timing()
 
     def _guarded_step(self) -> None:
         """A step whose bug must not end polling for good (HTTP would serve frozen values)."""
@@ -298,16 +356,47 @@ class Poller:
             self.sleep(min(wait, 0.5))   # wake up now and then to notice stop()
             return
         block = reader.next_block(now)
+        gap = None if reader.ended_at is None else now - reader.ended_at
         try:
             registers = self.link.exchange(reader.device_id, block.fc, block.start, block.count,
-                                           self.settings.timeout)
+                                           reader.timing.timeout)
         except rtu.ModbusError as err:
+            reader.ended_at = self.clock()
+            reader.timing.failed(err.kind, gap, reader.ended_at)
             self._book_failure(reader, block, err)
         except TransportError as err:
+            reader.ended_at = None
             self._adapter_lost(err)
         else:
+            reader.ended_at = self.clock()
+            reader.timing.answered(getattr(self.link, "turnaround", None), gap, reader.ended_at)
             self._book_success(reader, block, registers)
         self._report_hint()
+        self._report_timing(reader.ended_at or now)
+
+    def _report_timing(self, now: float) -> None:
+        """Every meter's timing to the sink now and then (when it changed), and to the state file."""
+        if now >= self._timing_report_due:
+            self._timing_report_due = now + TIMING_REPORT_INTERVAL
+            for reader in self.readers:
+                figures = reader.timing.summary()
+                if self._timing_reported.get(reader.name) != figures:
+                    self._timing_reported[reader.name] = figures
+                    self.sink.timing(reader.name, figures)
+        if now >= self._timing_save_due:
+            self._timing_save_due = now + TIMING_SAVE_INTERVAL
+            self.save_timing()
+
+    def save_timing(self) -> None:
+        """Write what changed since the last write to the state file (if there is one)."""
+        if self.timing_file is None:
+            return
+        entries = {meter_key(self.bus, r.device_id): {"model": r.config.model.key, **r.timing.to_state()}
+                   for r in self.readers}
+        changed = {key: entry for key, entry in entries.items() if self._timing_saved.get(key) != entry}
+        if changed:
+            self.timing_file.save(changed)
+            self._timing_saved.update(changed)
 
     def _book_success(self, reader: MeterReader, block: Block, registers: Sequence[int]) -> None:
         values = decode_block(block, registers)

@@ -42,6 +42,7 @@ def _bus(hub: Hub, bus: BusState) -> Dict[str, Any]:
         "Name": bus.name,
         "Port": bus.port,
         "Transport": bus.transport,
+        "Line": bus.line,
         "Connected": bus.connected,
         "Reconnects": bus.reconnects,
         "Requests": sum(m.requests for m in meters),
@@ -96,6 +97,7 @@ def status(hub: Hub) -> Dict[str, Any]:
                 "Errors": sum(meter.errors.values()),
                 "ErrorsByKind": _kinds(meter.errors),
                 "Checks": hub.checks(meter),
+                "Timing": meter.timing or None,
             }
             for meter in hub.meters.values()
         ],

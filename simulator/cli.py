@@ -23,6 +23,7 @@ from .meters import LineSetting, VirtualMeter
 from .pacing import paced, pacing_for
 from .physics import NO_GLITCHES, EnergyGlitches, Physics
 from .tcp import GatewayServer, SimBus
+from .timing import Tempers, parse_min_pause, parse_sulk, parse_turnaround
 
 log = logging.getLogger("sdm_simulator")
 
@@ -77,6 +78,15 @@ def parser() -> argparse.ArgumentParser:
                    help="N: 10 bits per character (8N1), E: 11 (8E1); with --baud (default: %(default)s)")
     p.add_argument("--turnaround-ms", type=float, default=0.0,
                    help="the meters' own delay before answering, with --baud (default: %(default)s)")
+    p.add_argument("--turnaround", action="append", default=[], metavar="ID=MS[-MS][+MS@P]",
+                   help="meter ID's own turnaround: fixed, uniform in a range, and now and then a long one "
+                        "(e.g. 1=20-40+400@0.01); repeatable; with --baud")
+    p.add_argument("--min-pause", action="append", default=[], metavar="ID=MS[:garble]",
+                   help="meter ID ignores (or, with :garble, answers garbled) a request sooner than MS "
+                        "after its last answer; repeatable; with --baud")
+    p.add_argument("--sulk", action="append", default=[], metavar="ID=MS:S",
+                   help="meter ID stops answering for S seconds after a request sooner than MS after its "
+                        "last answer; repeatable; with --baud")
     p.add_argument("--set-mode", action="store_true",
                    help="SDM120s are in their set mode (button held): they accept settings writes")
     p.add_argument("--power-cycle-after-write", type=float, default=None, metavar="S",
@@ -120,6 +130,17 @@ def build_meters(device_list: str, seed: Optional[int], no_code: List[int],
         meters[slave] = VirtualMeter(model, slave, physics, answer_meter_code=slave not in no_code,
                                      line=line if offers(model, line) else None, set_mode=set_mode)
     return meters
+
+
+def tempers_from_args(args: argparse.Namespace) -> Optional[Tempers]:
+    """The per-meter timing behaviour of --turnaround, --min-pause and --sulk (ValueError if bad)."""
+    tempers = Tempers(dict(map(parse_turnaround, args.turnaround)), dict(map(parse_min_pause, args.min_pause)),
+                      dict(map(parse_sulk, args.sulk)), args.seed)
+    if not any(True for _ in tempers.slaves):
+        return None
+    if args.baud is None:
+        raise ValueError("--turnaround, --min-pause and --sulk need --baud (a line with wire time)")
+    return tempers
 
 
 def check_lines(args: argparse.Namespace) -> None:
@@ -190,7 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         unplugged = [parse_window(item) for item in args.unplug]
         served = ServedLog(open(args.served_log, "w", encoding="utf-8") if args.served_log else None)
         injector = FaultInjector(meters, faults, args.seed, offline, served, started)
-        bus = SimBus(meters, garbage, args.seed, injector, threading.Lock(), pacing, args.gateway_latency_ms / 1000)
+        bus = SimBus(meters, garbage, args.seed, injector, threading.Lock(), pacing, args.gateway_latency_ms / 1000,
+                     tempers_from_args(args))
         servers = start_gateways(args, bus)
         write_port_file(args.port_file, servers)
         if args.link:

@@ -29,6 +29,7 @@ from sdm.framing.rtu import (
 )
 
 from .meters import MeterException, VirtualMeter, rekey
+from .timing import ANSWER, GARBLE, IGNORE, Tempers, garbled
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,8 @@ class SlaveLoop:
 
     def __init__(self, line, meters: Dict[int, VirtualMeter], garbage: Collection[int] = (),
                  seed: Optional[int] = None, disturb: Optional[Disturb] = None,
-                 lock: Optional[ContextManager] = None, power_cycle_after: Optional[float] = None):
+                 lock: Optional[ContextManager] = None, power_cycle_after: Optional[float] = None,
+                 tempers: Optional[Tempers] = None):
         self.line = line
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.meters = meters
@@ -157,6 +159,9 @@ class SlaveLoop:
         self.power_cycle_after = power_cycle_after   # s after a settings write; None: only on request
         self.power_cycle_requested = False           # set by a signal handler, done between frames
         self.finder = FrameFinder()
+        self.tempers = tempers                       # meters difficult about timing (simulator/timing.py)
+        pacing = getattr(line, "pacing", None)
+        self.line_turnaround = pacing.turnaround if pacing is not None else 0.0
         self.running = True
         self.served = 0
 
@@ -189,11 +194,17 @@ class SlaveLoop:
     def handle(self, data: bytes, now: float) -> None:
         for request in self.finder.feed(data, now):
             meter = self.meters.get(request[0])
+            action, turnaround = (ANSWER, None) if self.tempers is None else self.tempers.verdict(request[0], now)
+            if action == IGNORE:
+                log.debug("request %s ignored (too soon after the last answer)", request.hex())
+                continue
             reply = self.reply_to(request, now)
             if reply is not None:
-                self._pace_as(meter)
-                self.line.write(reply)
+                self._pace_as(meter, turnaround)
+                self.line.write(garbled(reply) if action == GARBLE else reply)
                 self.served += 1
+                if self.tempers is not None:
+                    self.tempers.answered(request[0], time.monotonic())
 
     def reply_to(self, request: bytes, now: float) -> Optional[bytes]:
         """The bytes the bus carries back for one CRC-valid request frame; None for silence."""
@@ -208,8 +219,12 @@ class SlaveLoop:
         log.debug("request %s -> %s", request.hex(), reply.hex() if reply else "silence")
         return reply
 
-    def _pace_as(self, meter: Optional[VirtualMeter]) -> None:
-        """A paced line answers at the answering meter's own baud rate once that is known."""
+    def _pace_as(self, meter: Optional[VirtualMeter], turnaround: Optional[float] = None) -> None:
+        """A paced line answers at the answering meter's own baud rate once that is known, after
+        the meter's own turnaround when it has one (else the line's)."""
         pacing = getattr(self.line, "pacing", None)
-        if pacing is not None and meter is not None and meter.line is not None:
+        if pacing is None:
+            return
+        pacing.turnaround = self.line_turnaround if turnaround is None else turnaround
+        if meter is not None and meter.line is not None:
             pacing.char_time = meter.line.char_time

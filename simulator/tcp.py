@@ -38,6 +38,7 @@ from .line import ByteLine
 from .meters import VirtualMeter
 from .pacing import Pacing, paced
 from .server import Disturb, SlaveLoop
+from .timing import Tempers
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +185,11 @@ class SimBus:
     lock: ContextManager[object]
     pacing: Optional[Pacing] = None
     latency: float = 0.0
+    tempers: Optional[Tempers] = None   # per-meter timing behaviour: the pty and rtu+tcp lines only
 
     def slave_loop(self, line: ByteLine, power_cycle_after: Optional[float] = None) -> SlaveLoop:
-        return SlaveLoop(line, self.meters, self.garbage, self.seed, self.disturb, self.lock, power_cycle_after)
+        return SlaveLoop(line, self.meters, self.garbage, self.seed, self.disturb, self.lock, power_cycle_after,
+                         self.tempers)
 
     def fresh_pacing(self) -> Optional[Pacing]:
         """A line model of its own for one connection (its wire time is its own)."""

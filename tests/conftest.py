@@ -9,6 +9,14 @@ import pytest  # noqa: E402
 from tests.support import Gateway, Simulator  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path, monkeypatch):
+    """Every test (and every process it starts) keeps its state in its own directory, never in
+    the user's ~/.local/state: no test sees what another one learned."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 def simulator(tmp_path):
     """Factory: start virtual meters on a pty; stopped after the test."""

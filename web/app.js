@@ -242,7 +242,18 @@ function showStatus(s) {
     }
     tr.children[1].className = m.Status;
     body.appendChild(tr);
+    meter.node.querySelector(".health").textContent = health(m.Timing, kinds);
   }
+}
+
+// One line of bus health per meter: turnaround, learned pause and timeout, errors by kind.
+function health(timing, kinds) {
+  if (!timing) return `errors: ${kinds.join(", ") || "none"}`;
+  const t = timing.TurnaroundMs || {};
+  const learned = timing.Learning === "pause and timeout" ? "learned" : "configured";
+  return `turnaround ${format(t.p50, 0)}/${format(t.p95, 0)}/${format(t.max, 0)} ms (p50/p95/max) · ` +
+    `pause ${format(timing.PauseMs, 0)} ms (${learned}) · timeout ${format(timing.TimeoutMs, 0)} ms · ` +
+    `errors: ${kinds.join(", ") || "none"}`;
 }
 
 // -- connection -------------------------------------------------------------------

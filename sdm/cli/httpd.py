@@ -21,7 +21,8 @@ from ..hub import Hub  # noqa: E402
 from ..mqtt import MqttPublisher, add_mqtt_flags, start_mqtt  # noqa: E402
 from ..sanity import Sanity  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
-from ..state import StateError  # noqa: E402
+from ..state import StateError, state_dir  # noqa: E402
+from ..timing import TimingFile  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -63,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
                         "behind current transformers: bounds and counter rises follow it; repeatable "
                         "(default: the model's)")
     p.add_argument("--state-dir", default=None, metavar="DIR",
-                   help="where the last accepted energy counters are kept across restarts (default: "
+                   help="where learned meter timing and the last accepted energy counters are kept "
+                        "across restarts (default: "
                         "$STATE_DIRECTORY, else $XDG_STATE_HOME/sdm, else ~/.local/state/sdm)")
     p.add_argument("--counter-confirm", type=int, default=CountersConfig.confirm_readings, metavar="N",
                    help="consistent readings before a lower (reset) or much higher energy counter is "
@@ -117,10 +119,20 @@ def build_http(config: configuration.Config, hub: Hub):
                                 access_log=config.verbose, limits=http)
 
 
+def timing_file(config: configuration.Config) -> Optional[TimingFile]:
+    """The learned-timing file in the state directory; without a usable directory the gateway
+    still runs, learning afresh on every start (logged)."""
+    try:
+        return TimingFile(state_dir(config.state_dir))
+    except StateError as err:
+        log.warning("%s; learned timing will not survive a restart", err)
+        return None
+
+
 def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, Optional[MqttPublisher]]:
     """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses], sanity)
-    buses = BusThreads(hub, config.buses)
+    buses = BusThreads(hub, config.buses, timing_file(config))
     mqtt = start_mqtt(hub, config.mqtt)
     for model in {m.model.key: m.model for m in config.meters}.values():
         log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))

@@ -107,6 +107,10 @@ class GatewayLink:
     def is_open(self) -> bool:
         return self.transport.is_open
 
+    @property
+    def turnaround(self) -> Optional[float]:
+        return self.framing.turnaround
+
     def open(self) -> None:
         self.transport.open()
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import List
+from typing import List, Optional
 
 from umodbus.client import tcp as umodbus_tcp
 
 from ..transport import Line, LineCost, Transport
 from ..transport.tcp import TCP_ROUND_TRIP
 from .rtu import REQUEST_BYTES, ExceptionReply, MalformedReply, ModbusError, NoReply, ShortReply, reply_bytes
+from .timed import TimedLine
 
 HEADER = struct.Struct(">HHHB")     # transaction id, protocol id, length, unit id
 HEADER_BYTES = HEADER.size          # 7
@@ -121,6 +122,10 @@ class MbapLink:
         self.kind = transport.kind
         self.cost = LineCost(transport.char_time, silence_chars=0.0, round_trip=round_trip)
         self._tid = 0
+        self._timed = TimedLine(transport, paced=False)
+        # of the last exchange (see sdm.transport.Link); a gateway forwards a reply whole, so this
+        # is the network round trip, the meter's turnaround and the silence before its reply
+        self.turnaround: Optional[float] = None
 
     @property
     def is_open(self) -> bool:
@@ -146,7 +151,7 @@ class MbapLink:
         del prompt
         self._tid = (self._tid + 1) % TID_MODULUS
         request = build_request(self._tid, slave, fc, start, count)
-        line = self.transport
+        line = self._timed
         line.clear_input()
         line.write(request)
         deadline = time.monotonic() + serial_time(line.char_time, count) + timeout
@@ -155,3 +160,5 @@ class MbapLink:
         except ModbusError:
             line.settle(quiet=max(8 * line.char_time, 0.005), limit=timeout)
             raise
+        finally:
+            self.turnaround = line.since_write(serial_time(line.char_time, count))

@@ -21,6 +21,7 @@ from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
 
 from ..transport import Line, LineCost, Transport, silence_time
+from .timed import TimedLine
 
 T = TypeVar("T")
 
@@ -116,7 +117,7 @@ def read_head(line: Line, request: bytes, deadline: float, first_by: Optional[fl
     """The first three bytes of the reply to ``request``, its slave and function code checked;
     an exception reply is read whole and raised as :class:`ExceptionReply`."""
     slave, fc = request[0], request[1]
-    head = line.read(3, deadline) if first_by is None else line.read(1, first_by)
+    head = line.read(1, deadline if first_by is None else first_by)   # alone: its arrival is timed
     if not head:
         raise NoReply("no reply")
     if len(head) < 3:
@@ -218,6 +219,9 @@ class RtuLink:
         self.port = transport.port
         self.kind = transport.kind
         self.cost = LineCost(transport.char_time, 3.5, round_trip)
+        # bytes come at the line rate on a serial port; a gateway's socket may hand over a reply at once
+        self._timed = TimedLine(transport, paced=transport.kind == "serial")
+        self.turnaround: Optional[float] = None   # of the last exchange (see sdm.transport.Link)
 
     @property
     def is_open(self) -> bool:
@@ -231,4 +235,7 @@ class RtuLink:
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]:
-        return exchange(self.transport, slave, fc, start, count, timeout, prompt)
+        try:
+            return exchange(self._timed, slave, fc, start, count, timeout, prompt)
+        finally:
+            self.turnaround = self._timed.since_write(REQUEST_BYTES * self.transport.char_time)

@@ -115,7 +115,8 @@ class LineCost:
 class Line(Protocol):
     """A byte pipe that RTU frames travel on (serial port, transparent TCP gateway)."""
 
-    char_time: float
+    @property
+    def char_time(self) -> float: ...
 
     def clear_input(self) -> None: ...
     def write(self, data: bytes) -> None: ...
@@ -148,8 +149,12 @@ class Link(Protocol):
     port: str            # as configured: /dev/ttyUSB0, rtu+tcp://host:port, tcp://host:port
     kind: str            # "serial", "rtu+tcp" or "tcp"
     cost: LineCost
-
     hint: Optional[str]
+
+    @property
+    def turnaround(self) -> Optional[float]:
+        """Seconds from the end of the last exchange's request to the first byte of its reply,
+        None when no byte came (the meter's turnaround, for sdm.timing)."""
 
     @property
     def transport(self) -> Line: ...

@@ -266,3 +266,17 @@ def test_a_one_bus_gateway_shows_one_group_headed_by_its_bus(simulator, gateway,
     wait_until(lambda: page.evaluate(GROUPS)[0]["connected"] == "connected", 10, what="the bus shown connected")
     assert page.evaluate(GROUPS) == [{"heading": "bus", "port": f"{sim.link} · serial", "connected": "connected",
                                       "cards": ["Instrument1", "Instrument2", "Instrument26"]}]
+
+
+def test_page_shows_each_meters_bus_health_from_status(simulator, gateway, page):
+    sim = simulator("sdm630:1", "--baud", "9600", "--turnaround", "1=30")
+    gw = gateway(sim.link, "sdm630:1", "--pause", "sdm630=50")
+    page.call("Page.navigate", url=f"http://127.0.0.1:{gw.port}/")
+    health = "document.querySelector('#meter-Instrument1 .health')?.textContent || ''"
+    wait_until(lambda: "turnaround" in (page.evaluate(health) or ""), 20, what="the health line of meter 1")
+    text = page.evaluate(health)
+    timing = gw.get("/status").json()["ConfiguredMeters"][0]["Timing"]
+    assert "pause 50 ms (configured)" in text
+    p50 = int(re.search(r"turnaround (\d+)/", text).group(1))
+    assert 30 <= p50 <= 60 and abs(p50 - timing["TurnaroundMs"]["p50"]) <= 5
+    assert page.console_errors() == []

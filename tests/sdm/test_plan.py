@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from sdm.meters import MODELS
 from sdm.meters.model import Register
 from sdm.plan import make_block, one_per_request, plan, request_overhead_chars, split, wire_time
+from sdm.transport import COMSETS, LineCost
 
 
 @st.composite
@@ -90,3 +91,18 @@ def test_planned_reading_beats_one_value_per_request_on_the_wire(key):
     assert [b.registers for b in one] == [(r,) for r in sorted(model.registers, key=lambda r: (r.fc, r.address))]
     char = 10 / 9600
     assert wire_time(plan(model.registers, model.max_registers), char) < wire_time(one, char)
+
+
+def _seconds(blocks, char_time: float, per_request: float) -> float:
+    return wire_time(blocks, char_time) + per_request * len(blocks)
+
+
+def test_turnaround_counts_in_a_requests_cost():
+    """A meter that takes 30 ms to answer makes every request dearer: the SDM630 is read in three
+    requests, not the four that are cheapest when turnaround is left out, and three really are cheaper."""
+    model = MODELS["sdm630"]
+    line = LineCost(COMSETS[2].char_time)
+    blind = plan(model.registers, model.max_registers, request_overhead_chars(line, 0.0))
+    seeing = plan(model.registers, model.max_registers, request_overhead_chars(line, 0.0, 0.030))
+    assert len(seeing) < len(blind)
+    assert _seconds(seeing, line.char_time, 0.030) < _seconds(blind, line.char_time, 0.030)
