@@ -202,7 +202,7 @@ ERRORS = [
     ("[counters]\nconfirm_seconds = -1 #<\n" + BUS + METER, "counters.confirm_seconds", ["found -1"]),
     ("[counters]\nfirst_readings = 0 #<\n" + BUS + METER, "counters.first_readings", ["found 0"]),
     ("[counters]\nconfirm = 5 #<\n" + BUS + METER, "counters.confirm", ["unknown key", "confirm_readings"]),
-    ('state_dir = "" #<\n' + BUS + METER, "state_dir", ["the path of a directory"]),
+    ('state_dir = "" #<\n' + BUS + METER, "state_dir", ["a directory path"]),
     ("state_dir = 5 #<\n" + BUS + METER, "state_dir", ["a string, found 5"]),
     (BUS + METER + "  max_current = 0 #<\n", "bus[1].meter[1].max_current", ["a number of amperes > 0, found 0"]),
     (BUS + METER + '  max_current = "63" #<\n', "bus[1].meter[1].max_current", ['found "63"']),
@@ -510,7 +510,7 @@ def test_counter_flags():
     ("--max-current ten", "'ten' is not a number of amperes"),
     ("--counter-confirm 1", "--counter-confirm 1: expected an integer >= 2"),
     ("--counter-confirm-seconds -1", "--counter-confirm-seconds -1.0: expected a number of seconds >= 0"),
-    ("--state-dir=", "--state-dir '': expected the path of a directory"),
+    ("--state-dir=", "--state-dir '': expected a directory path"),
 ])
 def test_bad_counter_flags_say_why(line, message):
     with pytest.raises(ValueError) as caught:
