@@ -22,8 +22,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Protocol, Sequence
 
+from .cache import RegisterCache
 from .config import DEFAULT_BUS_NAME, MeterConfig
 from .encoding import decode
+from .forward import ForwardedWrite
 from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE
 from .plan import Block, make_block, one_per_request, plan, request_overhead_chars, split
@@ -235,8 +237,11 @@ class Poller:
 
     def __init__(self, sink: Sink, link: Link, meters: Sequence[MeterConfig],
                  settings: Optional[PollSettings] = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None):
+                 sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None,
+                 cache: Optional[RegisterCache] = None):
         self.sink = sink
+        self.cache = cache            # every good reply's registers, for the Modbus servers
+        self.writes: Deque[ForwardedWrite] = deque()   # served clients' writes, sent between reads
         self.link = link
         self.bus = bus or (meters[0].bus if meters else DEFAULT_BUS_NAME)
         self.settings = settings or PollSettings()
@@ -273,6 +278,9 @@ class Poller:
 
     def step(self) -> None:
         """Send the request of the meter that is ready first, and book the result."""
+        if self.writes:
+            self._forward(self.writes.popleft())
+            return
         reader = min(self.readers, key=lambda r: r.ready_at)
         now = self.clock()
         wait = reader.ready_at - now
@@ -291,7 +299,23 @@ class Poller:
             self._book_success(reader, block, registers)
         self._report_hint()
 
+    def _forward(self, write: ForwardedWrite) -> None:
+        """A served client's write, after the meter's pause; logged with the client's address."""
+        reader = next((r for r in self.readers if r.device_id == write.device_id), None)
+        if reader is not None:
+            wait = reader.ready_at - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+        write.execute(self.link, self.settings.timeout)
+        outcome = "ok" if not write.error else f"exception {write.error}"
+        log.info("bus %s, meter id %d: write of %d registers at %d from %s forwarded: %s", self.bus,
+                 write.device_id, len(write.words), write.start, write.client, outcome)
+        if reader is not None:
+            reader.ready_at = self.clock() + reader.pause
+
     def _book_success(self, reader: MeterReader, block: Block, registers: Sequence[int]) -> None:
+        if self.cache is not None:
+            self.cache.store(self.bus, reader.device_id, block.fc, block.start, registers, self.clock())
         values = decode_block(block, registers)
         self.sink.count(reader.name)
         log.debug("%s: fc%d %d+%d ok %s", reader.label, block.fc, block.start, block.count, values)

@@ -232,3 +232,7 @@ class RtuLink:
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]:
         return exchange(self.transport, slave, fc, start, count, timeout, prompt)
+
+    def write(self, slave: int, start: int, values: List[int], timeout: float) -> None:
+        """An FC 16 write and its checked echo (a served client's write, forwarded)."""
+        write_exchange(self.transport, slave, start, values, timeout)
