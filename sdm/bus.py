@@ -19,17 +19,23 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import gevent
 from gevent import monkey
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
-from .config import BusConfig
+from .cache import RegisterCache
+from .config import AUTO, LISTEN, BusConfig, MeterConfig
+from .forward import GATEWAY_TARGET_FAILED, ForwardedWrite
 from .framing import make_link
+from .framing.rtu import RtuLink
 from .hub import BusState, Hub
+from .listen import AutoBus, Listener
 from .poller import Poller, PollSettings
+from .transport import Comset
+from .transport.serial import SerialTransport
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +71,8 @@ class LoopSink:
         self._post(self.hub.set_status, name, status)
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None:
-        self._post(self.hub.bus_state, bus, connected, reopened, hint)
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None:
+        self._post(self.hub.bus_state, bus, connected, reopened, hint, listen)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         self._calls.append((call, args))    # deque.append is atomic: no lock needed
@@ -99,29 +105,54 @@ def settings_of(bus: BusConfig) -> PollSettings:
 
 
 def bus_state_of(bus: BusConfig) -> BusState:
-    return BusState(bus.name, port=bus.port, transport=bus.kind)
+    return BusState(bus.name, port=bus.port, transport=bus.kind, mode=bus.mode)
+
+
+Runner = Union[Poller, Listener, AutoBus]
+
+
+def runner_of(bus: BusConfig, sink: LoopSink, cache: Optional[RegisterCache]) -> Runner:
+    """What runs in a bus's thread: its poller, a listener (listen), or both taking turns (auto)."""
+    if bus.mode not in (LISTEN, AUTO):
+        return Poller(sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
+                      sleep=blocking_sleep, bus=bus.name, cache=cache)
+    transport = SerialTransport(bus.port, Comset(bus.baud, bus.parity))
+    listener = Listener(sink, transport, bus.meters, bus.name, cache, bus.mode, sleep=blocking_sleep)
+    if bus.mode == LISTEN:
+        return listener
+    poller = Poller(sink, RtuLink(transport), bus.meters, settings_of(bus), sleep=blocking_sleep,
+                    bus=bus.name, cache=cache)
+    return AutoBus(listener, poller, bus.takeover_after)
 
 
 class BusThreads:
-    """One native thread per bus, each running that bus's poller."""
+    """One native thread per bus, each running that bus's poller (or listener)."""
 
-    def __init__(self, hub: Hub, buses: Sequence[BusConfig]):
+    def __init__(self, hub: Hub, buses: Sequence[BusConfig], cache: Optional[RegisterCache] = None):
         self.sink = LoopSink(hub)
-        self.pollers: List[Poller] = [
-            Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
-                   sleep=blocking_sleep, bus=bus.name)
-            for bus in buses]
-        self._pool = ThreadPool(max(1, len(self.pollers)))
+        self.runners: List[Runner] = [runner_of(bus, self.sink, cache) for bus in buses]
+        self.pollers: Dict[str, Poller] = {
+            bus.name: runner for bus, runner in zip(buses, self.runners) if isinstance(runner, Poller)}
+        self._pool = ThreadPool(max(1, len(self.runners)))
         self._runs: list = []
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self._runs = [self._pool.spawn(poller.run) for poller in self.pollers]
+        self._runs = [self._pool.spawn(runner.run) for runner in self.runners]
+
+    def forward(self, meter: MeterConfig, write: ForwardedWrite, wait: float = 3.0) -> int:
+        """Hand a served client's write to the poller of the meter's bus and wait for its outcome
+        (called from a Modbus server thread)."""
+        poller = self.pollers.get(meter.bus)
+        if poller is None:
+            return GATEWAY_TARGET_FAILED
+        poller.writes.append(write)
+        return write.wait(wait)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Ask every poller to stop and wait (each notices within about half a second)."""
-        for poller in self.pollers:
-            poller.stop()
+        """Ask every bus thread to stop and wait (each notices within about half a second)."""
+        for runner in self.runners:
+            runner.stop()
         end = time.monotonic() + timeout
         for run in self._runs:
             run.wait(max(0.0, end - time.monotonic()))

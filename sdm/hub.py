@@ -70,6 +70,8 @@ class BusState:
     connected: bool = False
     reconnects: int = 0
     hint: Optional[str] = None      # what the link suspects is wrong (a gateway in the wrong mode)
+    mode: str = "poll"
+    listen: Optional[Mapping[str, object]] = None   # a listened bus's findings (sdm/listen.py)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Hub:
             cfg.name: MeterState(cfg)
             for cfg in sorted(configs, key=lambda c: (order.index(c.bus), c.device_id))}
         self.sections: Dict[str, Dict[str, object]] = {}   # extra /status sections of outputs (e.g. Mqtt)
+        self.serving: List[object] = []     # the Modbus servers' ServeStats (sdm/serve.py)
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
 
@@ -181,9 +184,12 @@ class Hub:
             meter.errors[error_kind] += 1
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None:
-        """A bus's link opened or closed (``reopened``: open again after a failure)."""
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None:
+        """A bus's link opened or closed (``reopened``: open again after a failure); ``listen``:
+        what a listening bus has heard so far."""
         state = self.buses[bus]
+        if listen is not None:
+            state.listen = listen
         state.connected = connected
         if reopened:
             state.reconnects += 1

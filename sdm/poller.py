@@ -59,7 +59,7 @@ class Sink(Protocol):
     def count(self, name: str, error_kind: Optional[str] = None) -> None: ...
     def set_status(self, name: str, status: str) -> None: ...
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None: ...
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None: ...
 
 
 def pause_of(config: MeterConfig, settings: PollSettings) -> float:
@@ -261,7 +261,7 @@ class Poller:
         self._running = True
         try:
             while self._running:
-                if not self.link.is_open and not self._reopen():
+                if not self.link.is_open and not self.reopen():
                     continue
                 self._guarded_step()
         finally:
@@ -361,7 +361,8 @@ class Poller:
                 reader.lost_bus()
                 self.sink.set_status(reader.name, UNAVAILABLE)
 
-    def _reopen(self) -> bool:
+    def reopen(self) -> bool:
+        """Open the link (with back-off after a failure); True once it is open."""
         try:
             self.link.open()
         except TransportError as err:

@@ -18,9 +18,11 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from .. import config as configuration  # noqa: E402
 from ..bus import BusThreads, bus_state_of  # noqa: E402
+from ..cache import RegisterCache  # noqa: E402
 from ..hub import Hub  # noqa: E402
 from ..mqtt import add_mqtt_flags, start_mqtt  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
+from ..serve import Serving, start_serving  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
 
 log = logging.getLogger("sdm630_httpd")
@@ -98,15 +100,18 @@ def build_http(config: configuration.Config, hub: Hub):
     return streams, make_server(fast_last(hub, streams.mount(app)), http.listen, access_log=config.verbose)
 
 
-def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object]:
-    """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
+def start(config: configuration.Config) -> Tuple[Hub, BusThreads, object, Optional[Serving]]:
+    """Hub, bus threads (started), MQTT and the Modbus servers (ValueError or OSError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses])
-    buses = BusThreads(hub, config.buses)
+    cache = RegisterCache() if config.serve else None
+    buses = BusThreads(hub, config.buses, cache)
+    serving = start_serving(config, cache, buses.forward) if cache is not None else None
+    hub.serving = serving.stats if serving else []
     mqtt = start_mqtt(hub, config.mqtt)
     for model in {m.model.key: m.model for m in config.meters}.values():
         log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))
     buses.start()
-    return hub, buses, mqtt
+    return hub, buses, mqtt, serving
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -123,7 +128,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if config.verbose and not args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
     try:
-        hub, buses, mqtt = start(config)
+        hub, buses, mqtt, serving = start(config)
     except (ValueError, OSError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -131,6 +136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         streams, server = build_http(config, hub)
     except (ValueError, OSError) as err:
         buses.stop()
+        if serving:
+            serving.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         print(f"sdm630_httpd: {err}", file=sys.stderr)
@@ -143,6 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return
         log.info("stopping")
         buses.stop()
+        if serving:
+            serving.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         streams.stop()
@@ -156,6 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
              ", ".join(f"{m.bus}/{m.name} ({m.type_name.lower()}:{m.device_id})" for m in config.meters))
     server.serve_forever()
     buses.stop()
+    if serving:
+        serving.stop()
     return 0
 
 

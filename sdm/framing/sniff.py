@@ -1,0 +1,91 @@
+"""Cutting an RTU byte stream into frames, for a device that is not the bus's master.
+
+The RTU slave of sdm/serve.py and the listener of sdm/listen.py read a line
+that someone else drives.  They take what arrives until the line has been
+quiet for the MODBUS silence (:func:`read_chunk`), then cut the chunk into
+frames by the lengths the function code allows and the CRC (:func:`cut`):
+timing alone is not enough, since a pty (and a USB adapter's latency) can
+hand over a request and its reply in one read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import List, Tuple
+
+from ..transport import Line, silence_time
+from .rtu import EXCEPTION_BYTES, REQUEST_BYTES, crc_ok
+
+READ_FUNCTIONS = (0x01, 0x02, 0x03, 0x04)
+SINGLE_WRITES = (0x05, 0x06)
+MULTIPLE_WRITES = (0x0F, 0x10)
+WRITE_HEAD = 7        # slave, fc, address (2), count (2), byte count
+
+
+def read_chunk(line: Line, wait: float, now: float) -> bytes:
+    """Bytes from ``line`` up to the first silence after them; b'' when none came within ``wait``."""
+    data = line.read(1, now + wait)
+    if not data:
+        return b""
+    silence = silence_time(line.char_time)
+    while True:
+        more = line.read(4096, time.monotonic() + silence)
+        if not more:
+            return data
+        data += more
+
+
+def frame_lengths(data: bytes) -> List[int]:
+    """The lengths a frame starting at data[0] can have, by its function code (request or reply)."""
+    if len(data) < 2:
+        return []
+    fc = data[1]
+    if fc & 0x80:
+        return [EXCEPTION_BYTES]
+    lengths = []
+    if fc in READ_FUNCTIONS or fc in SINGLE_WRITES:
+        lengths.append(REQUEST_BYTES)          # a request; for 05/06 also the echo reply
+    if fc in READ_FUNCTIONS and len(data) >= 3:
+        lengths.append(5 + data[2])            # a reply: slave, fc, byte count, data, CRC
+    if fc in MULTIPLE_WRITES:
+        lengths.append(REQUEST_BYTES)          # the reply: slave, fc, address, count, CRC
+        if len(data) >= WRITE_HEAD:
+            lengths.append(WRITE_HEAD + data[6] + 2)
+    return lengths
+
+
+@dataclass(frozen=True)
+class Cut:
+    frames: List[bytes]
+    garbled: int            # bytes that belong to no frame with a good CRC
+
+
+def cut(chunk: bytes) -> Cut:
+    """The CRC-valid frames in ``chunk``, in order; bytes between them that fit none are counted."""
+    frames: List[bytes] = []
+    garbled = 0
+    at = 0
+    while at < len(chunk):
+        rest = chunk[at:]
+        size = next((n for n in frame_lengths(rest) if n <= len(rest) and crc_ok(rest[:n])), 0)
+        if size:
+            frames.append(bytes(rest[:size]))
+            at += size
+        else:
+            garbled += 1
+            at += 1
+    return Cut(frames, garbled)
+
+
+def frame_kind(frame: bytes) -> Tuple[str, int, int]:
+    """('request' | 'reply' | 'exception', slave, fc) of a CRC-valid frame, by its shape."""
+    slave, fc = frame[0], frame[1]
+    if fc & 0x80:
+        return "exception", slave, fc & 0x7F
+    if fc in READ_FUNCTIONS:
+        # a read request is 8 bytes; a reply of 8 bytes would carry an odd byte count (3)
+        return ("request" if len(frame) == REQUEST_BYTES else "reply"), slave, fc
+    if fc in MULTIPLE_WRITES:
+        return ("reply" if len(frame) == REQUEST_BYTES else "request"), slave, fc
+    return "request", slave, fc          # 05 / 06: request and echo look alike
