@@ -24,16 +24,20 @@ WRITE_HEAD = 7        # slave, fc, address (2), count (2), byte count
 
 
 def read_chunk(line: Line, wait: float, now: float) -> bytes:
-    """Bytes from ``line`` up to the first silence after them; b'' when none came within ``wait``."""
+    """Bytes from ``line`` up to the first silence after them, or up to the end of a whole frame
+    (a slave must be ready to answer as soon as the silence after a request has passed); b'' when
+    nothing came within ``wait``."""
     data = line.read(1, now + wait)
     if not data:
         return b""
     silence = silence_time(line.char_time)
-    while True:
-        more = line.read(4096, time.monotonic() + silence)
+    while cut(data).garbled:
+        # a byte at a time: a line's read of more would wait for all of them (sdm.transport.serial)
+        more = line.read(1, time.monotonic() + silence)
         if not more:
-            return data
+            break
         data += more
+    return data
 
 
 def frame_lengths(data: bytes) -> List[int]:
