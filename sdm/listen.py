@@ -249,8 +249,12 @@ class Listener:
 
     def _report(self, now: float) -> None:
         if now - self._reported >= REPORT_EVERY:
-            self._reported = now
-            self.sink.bus_state(self.bus, self.transport.is_open, listen=self.stats.snapshot())
+            self.report()
+
+    def report(self) -> None:
+        """Tell the hub what was heard so far (now and then, and at once when the state changes)."""
+        self._reported = self.clock()
+        self.sink.bus_state(self.bus, self.transport.is_open, listen=self.stats.snapshot())
 
 
 def heard_block(meter: MeterConfig, request: Request) -> Block:
@@ -307,6 +311,7 @@ class AutoBus:
         self.listener.stats.state = "polling"
         self.listener.stats.takeovers += 1
         log.info("bus %s: no other master for %.1f s; polling", self.listener.bus, self.takeover_after)
+        self.listener.report()
         for reader in self.poller.readers:
             reader.ready_at = 0.0
 
@@ -315,6 +320,7 @@ class AutoBus:
         self.listener.stats.state = "listening"
         self.listener.last_foreign = self.listener.clock()
         log.info("bus %s: %s; listening", self.listener.bus, why)
+        self.listener.report()
 
     def collided(self) -> None:
         """One of sdm's exchanges was garbled while it polled: count it and leave the bus."""

@@ -149,8 +149,8 @@ max_age = 3
     finally:
         client.close()
     beyond = sorted(took - (8 + 3.5 + 5 + 2 * count) * 10 / 9600 for took, count in times)
-    print("pymodbus RTU round trips beyond the wire time: median %.1f ms, max %.1f ms" % (
-        1000 * statistics.median(beyond), 1000 * beyond[-1]))
+    print(f"pymodbus RTU round trips beyond the wire time: median {1000 * statistics.median(beyond):.1f} ms, "
+          f"max {1000 * beyond[-1]:.1f} ms")
 
 
 LISTEN_BUS = """{http}
@@ -233,7 +233,7 @@ def test_auto_takes_over_when_the_master_stops_and_yields_when_it_resumes(tmp_pa
         before = gw.get("/status").json()["ConfiguredMeters"][0]["CompleteReadings"]
         sim.signal(signal.SIGUSR2)                               # the master pauses
         paused = time.monotonic()
-        wait_until(lambda: sdm_sent(tmp_path, link) > 0 and gw.get("/status").json()[
+        wait_until(lambda before=before: sdm_sent(tmp_path, link) > 0 and gw.get("/status").json()[
             "ConfiguredMeters"][0]["CompleteReadings"] > before + 1, 2 + 0.6 + 2.0, what="sdm taking over")
         assert time.monotonic() - paused < 2 + 0.6 + 2.0
         time.sleep(1.0)
