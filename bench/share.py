@@ -3,8 +3,8 @@
 An SDM630 on a paced pty at 9600 8N1 is polled by sdm630_httpd, which serves
 it over Modbus TCP and as an RTU slave on a second line (the simulator's
 virtual multi-drop bus at 9600, so the line costs its real time).  The load
-comes from a separate process (``python -m bench.share load ...``, plain
-threads, no gevent): 20 Modbus TCP clients, each asking for 18 registers
+comes from two separate processes (``python -m bench.share load ...``, no
+gevent): 20 Modbus TCP clients on one select loop, each asking for 18 registers
 every 50 ms, and an inverter-like RTU master at 14 requests a second.
 
 - TCP: round trip as the client sees it (send to reply read), loopback.
@@ -27,7 +27,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tty
 from pathlib import Path
@@ -47,32 +46,41 @@ def read_pdu(start: int, count: int) -> bytes:
     return struct.pack(">BHH", 4, start, count)
 
 
-def tcp_client(port: int, until: float, rtts: List[float], errors: List[str]) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    tid = 0
+def tcp_clients(port: int, until: float) -> Dict[str, list]:
+    """TCP_CLIENTS connections served by one thread (select), each asking every TCP_PERIOD s:
+    one thread keeps the client's own scheduling out of the figures."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(TCP_CLIENTS)]
+    sent_at: Dict[socket.socket, float] = {}
+    due = {sock: time.monotonic() + index * TCP_PERIOD / TCP_CLIENTS for index, sock in enumerate(socks)}
+    replies: Dict[socket.socket, bytes] = {sock: b"" for sock in socks}
+    rtts: List[float] = []
+    errors: List[str] = []
+    request = struct.pack(">HHHB", 1, 0, 6, 1) + read_pdu(0, 18)
     while time.monotonic() < until:
-        tid = (tid + 1) & 0xFFFF
-        pdu = read_pdu(0, 18)
-        began = time.monotonic()
-        sock.sendall(struct.pack(">HHHB", tid, 0, len(pdu) + 1, 1) + pdu)
-        reply = b""
-        while len(reply) < 9 + 36:
-            chunk = sock.recv(512)
-            if not chunk:
-                errors.append("closed")
-                return
-            reply += chunk
-            if len(reply) >= 9 and reply[7] & 0x80:
-                errors.append(f"exception {reply[8]}")
-                break
-        rtts.append(time.monotonic() - began)
-        time.sleep(TCP_PERIOD)
-    sock.close()
+        now = time.monotonic()
+        for sock in socks:
+            if sock not in sent_at and now >= due[sock]:
+                sent_at[sock] = time.monotonic()
+                sock.sendall(request)
+        wake = min([due[s] for s in socks if s not in sent_at] + [now + 0.01])
+        for sock in select.select(list(sent_at), [], [], max(0.0, wake - time.monotonic()))[0]:
+            replies[sock] += sock.recv(512)
+            if len(replies[sock]) >= 9 + 36 or (len(replies[sock]) >= 9 and replies[sock][7] & 0x80):
+                rtts.append(time.monotonic() - sent_at.pop(sock))
+                if replies[sock][7] & 0x80:
+                    errors.append(f"exception {replies[sock][8]}")
+                replies[sock] = b""
+                due[sock] += TCP_PERIOD
+    for sock in socks:
+        sock.close()
+    return {"tcp": rtts, "errors": errors}
 
 
-def rtu_master(path: str, until: float, late: List[float], errors: List[str]) -> None:
+def rtu_master(path: str, until: float) -> Dict[str, list]:
+    """An inverter-like master on the served RTU line; how late each reply was complete."""
     from sdm.framing.rtu import build_request, crc_ok
+    late: List[float] = []
+    errors: List[str] = []
     char = 10 / 9600
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     tty.setraw(fd)
@@ -92,21 +100,13 @@ def rtu_master(path: str, until: float, late: List[float], errors: List[str]) ->
         due += 1 / RTU_RATE
         time.sleep(max(0.0, due - time.monotonic()))
     os.close(fd)
+    return {"rtu": late, "errors": errors}
 
 
-def load(tcp_port: int, rtu_path: str, seconds: float) -> Dict[str, object]:
-    """The client side, in a process of its own: returns the answer times it saw."""
+def load(kind: str, target: str, seconds: float) -> Dict[str, list]:
+    """One client side, in a process of its own (``python -m bench.share load KIND TARGET SECONDS``)."""
     until = time.monotonic() + seconds
-    rtts: List[float] = []
-    late: List[float] = []
-    errors: List[str] = []
-    threads = [threading.Thread(target=tcp_client, args=(tcp_port, until, rtts, errors)) for _ in range(TCP_CLIENTS)]
-    threads.append(threading.Thread(target=rtu_master, args=(rtu_path, until, late, errors)))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {"tcp": rtts, "rtu": late, "errors": errors}
+    return tcp_clients(int(target), until) if kind == "tcp" else rtu_master(target, until)
 
 
 def readings(port: int) -> int:
@@ -148,10 +148,14 @@ port = "{tmp / 'rs485'}.2"
             gw.start()
             time.sleep(2.0)
             alone = polling_rate(gw.port, WINDOW)
-            client = subprocess.Popen([sys.executable, "-m", "bench.share", "load", str(tcp_port),
-                                       str(tmp / "rs485"), str(WINDOW)], stdout=subprocess.PIPE)
+            clients = [subprocess.Popen([sys.executable, "-m", "bench.share", "load", kind, target, str(WINDOW)],
+                                        stdout=subprocess.PIPE)
+                       for kind, target in (("tcp", str(tcp_port)), ("rtu", str(tmp / "rs485")))]
             loaded = polling_rate(gw.port, WINDOW)
-            seen = json.loads(client.communicate(timeout=WINDOW + 30)[0])
+            seen = {"errors": []}
+            for client in clients:
+                for key, found in json.loads(client.communicate(timeout=WINDOW + 30)[0]).items():
+                    seen[key] = seen.get(key, []) + found
         finally:
             gw.stop()
             rs485.stop()
@@ -220,4 +224,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "load":
-    print(json.dumps(load(int(sys.argv[2]), sys.argv[3], float(sys.argv[4]))))
+    print(json.dumps(load(sys.argv[2], sys.argv[3], float(sys.argv[4]))))

@@ -31,13 +31,29 @@ def read_chunk(line: Line, wait: float, now: float) -> bytes:
     if not data:
         return b""
     silence = silence_time(line.char_time)
-    while cut(data).garbled:
-        # a byte at a time: a line's read of more would wait for all of them (sdm.transport.serial)
-        more = line.read(1, time.monotonic() + silence)
+    needed = missing(data)
+    while needed:
+        more = line.read(needed, time.monotonic() + needed * line.char_time + silence)
         if not more:
             break
         data += more
+        needed = missing(data)
     return data
+
+
+def missing(data: bytes) -> int:
+    """Bytes still to come before ``data`` ends with a whole frame: 0 when it does, else the
+    fewest that would complete the frame under way (1 for bytes that fit no frame yet)."""
+    at = 0
+    while at < len(data):
+        rest = data[at:]
+        lengths = frame_lengths(rest)
+        size = next((n for n in lengths if n <= len(rest) and crc_ok(rest[:n])), 0)
+        if not size:
+            longer = [n for n in lengths if n > len(rest)]
+            return min(longer) - len(rest) if longer else 1
+        at += size
+    return 0
 
 
 def frame_lengths(data: bytes) -> List[int]:

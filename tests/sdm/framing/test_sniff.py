@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from umodbus.client.serial.redundancy_check import add_crc
 
 from sdm.framing.rtu import build_request, build_write
-from sdm.framing.sniff import cut, frame_kind
+from sdm.framing.sniff import cut, frame_kind, missing
 
 
 def reply(slave, fc, words):
@@ -49,3 +49,14 @@ def test_a_garbled_frame_between_two_good_ones_is_counted_not_decoded():
     result = cut(good + bytes(bad) + good)
     assert result.frames[0] == good and result.frames[-1] == good
     assert result.garbled > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FRAMES, min_size=1, max_size=4), st.data())
+def test_a_reader_never_waits_for_more_bytes_than_the_frame_under_way_has(frames, data):
+    stream = b"".join(frame for _, frame in frames)
+    assert missing(stream) == 0
+    last = frames[-1][1]
+    keep = data.draw(st.integers(1, len(last) - 1))
+    prefix = stream[:len(stream) - len(last) + keep]
+    assert 1 <= missing(prefix) <= len(last) - keep
