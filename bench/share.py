@@ -19,6 +19,7 @@ every 50 ms, and an inverter-like RTU master at 14 requests a second.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -32,7 +33,7 @@ import tty
 from pathlib import Path
 from typing import Dict, List
 
-from .common import comset, cpu_seconds, paced_simulator, percentile, rounded
+from .common import SIMULATOR_NICE, comset, cpu_seconds, paced_simulator, percentile, rounded
 
 WINDOW = 15.0          # seconds per measured phase
 TCP_CLIENTS = 20
@@ -109,6 +110,14 @@ def load(kind: str, target: str, seconds: float) -> Dict[str, list]:
     return tcp_clients(int(target), until) if kind == "tcp" else rtu_master(target, until)
 
 
+def raised(sim):
+    """The virtual bus is the measuring instrument: like the paced meters, it runs at a raised
+    priority where allowed, so a busy machine delays the gateway rather than the wire."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, sim.proc.pid, SIMULATOR_NICE)
+    return sim
+
+
 def readings(port: int) -> int:
     from tests.support import http_request
     return http_request(port, "/status").json()["ConfiguredMeters"][0]["CompleteReadings"]
@@ -129,7 +138,7 @@ def served_run(tmp: Path) -> Dict[str, object]:
     from tests.support import Gateway, Simulator, free_port
     line = comset()
     with paced_simulator("sdm630:1", line) as meter:
-        rs485 = Simulator(tmp / "rs485", "sdm120:200", ["--bus-endpoints", "2", "--baud", "9600"]).start()
+        rs485 = raised(Simulator(tmp / "rs485", "sdm120:200", ["--bus-endpoints", "2", "--baud", "9600"]).start())
         tcp_port = free_port()
         gw = Gateway.from_file(f"""{{http}}
 [[bus]]
@@ -165,7 +174,8 @@ port = "{tmp / 'rs485'}.2"
 def listen_run(tmp: Path) -> Dict[str, object]:
     from tests.support import Gateway, Simulator
     link = tmp / "inverter"
-    sim = Simulator(link, "sdm630:1", ["--bus-endpoints", "2", "--baud", "9600", "--master", "sdm630:1@14"]).start()
+    sim = raised(Simulator(link, "sdm630:1", ["--bus-endpoints", "2", "--baud", "9600", "--master", "sdm630:1@14"])
+                 .start())
     gw = Gateway.from_file(f"""{{http}}
 [[bus]]
 name = "inverter"
@@ -210,7 +220,7 @@ def run() -> dict:
         "client errors": len(served["errors"]),
         "complete readings per s, alone": rounded(served["alone"], 2),
         "complete readings per s, with the clients": rounded(served["loaded"], 2),
-        "listen mode": {"values decoded": heard["values"], "cpu s": rounded(heard["cpu"], 3),
+        "listen mode": {"values decoded": heard["values"], "cpu % of one core": rounded(100 * heard["cpu"] / WINDOW, 2),
                         "cpu per decoded value (us)": rounded(per_value_us, 1)},
         "targets": [
             {"target": f"TCP answers within {ANSWER_TARGET_MS:g} ms p99 with {TCP_CLIENTS} clients",

@@ -213,7 +213,7 @@ class RtuSlave:
                 if not self.transport.is_open and not self._open():
                     continue
                 try:
-                    self._serve_chunk()
+                    self.serve_chunk()
                 except TransportError as err:
                     log.error("serve %s: adapter lost (%s); reopening", self.stats.where, err)
                     self.transport.close()
@@ -235,7 +235,7 @@ class RtuSlave:
         log.info("serve %s: open", self.stats.where)
         return True
 
-    def _serve_chunk(self) -> None:
+    def serve_chunk(self) -> None:
         chunk = read_chunk(self.transport, TICK, time.monotonic())
         for frame in cut(chunk).frames:
             kind, slave, _ = frame_kind(frame)
