@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 _socket = monkey.get_original("socket", "socket")
 _select = monkey.get_original("select", "select")
 _sleep = monkey.get_original("time", "sleep")
+_start_thread = monkey.get_original("_thread", "start_new_thread")
 
 MBAP_HEAD = 7                 # transaction (2), protocol (2), length (2), unit
 MAX_MBAP_LENGTH = 254         # unit id + the longest PDU (253)
@@ -54,6 +55,7 @@ class Client:
     buffer: bytearray = field(default_factory=bytearray)
     last_seen: float = 0.0
     frame_began: Optional[float] = None
+    waiting: bool = False             # a forwarded write under way: its later frames wait for it
 
 
 class MbapServer:
@@ -93,7 +95,10 @@ class MbapServer:
         self.running = False
 
     def _round(self) -> None:
-        socks = [self.listener] + [client.sock for client in self.clients.values()]
+        for client in list(self.clients.values()):
+            if client.buffer and not client.waiting:     # frames that waited for a forwarded write
+                self._answer_frames(client)
+        socks = [self.listener] + [client.sock for client in self.clients.values() if not client.waiting]
         try:
             readable = _select(socks, [], [], TICK)[0]
         except (OSError, ValueError):
@@ -143,7 +148,7 @@ class MbapServer:
         self._answer_frames(client)
 
     def _answer_frames(self, client: Client) -> None:
-        while len(client.buffer) >= MBAP_HEAD and id(client.sock) in self.clients:
+        while len(client.buffer) >= MBAP_HEAD and id(client.sock) in self.clients and not client.waiting:
             transaction, protocol, length, unit = struct.unpack(">HHHB", client.buffer[:MBAP_HEAD])
             if protocol != 0 or not 2 <= length <= MAX_MBAP_LENGTH:
                 self.stats.refuse("malformed")
@@ -154,8 +159,19 @@ class MbapServer:
             pdu = bytes(client.buffer[MBAP_HEAD:6 + length])
             del client.buffer[:6 + length]
             client.frame_began = time.monotonic() if client.buffer else None
-            reply = self._reply(unit, pdu, client.address)
-            self._send(client, struct.pack(">HHHB", transaction, 0, len(reply) + 1, unit) + reply)
+            head = (transaction, unit)
+            if self.responder.waits(pdu):
+                # the bus takes its time: the write waits in a thread of its own, the other clients do not
+                client.waiting = True
+                _start_thread(self._answer, (client, head, pdu))
+            else:
+                self._answer(client, head, pdu)
+
+    def _answer(self, client: Client, head: Tuple[int, int], pdu: bytes) -> None:
+        transaction, unit = head
+        reply = self._reply(unit, pdu, client.address)
+        self._send(client, struct.pack(">HHHB", transaction, 0, len(reply) + 1, unit) + reply)
+        client.waiting = False
 
     def _reply(self, unit: int, pdu: bytes, address: str) -> bytes:
         try:
@@ -176,6 +192,8 @@ class MbapServer:
 
     def _expire(self, now: float) -> None:
         for client in list(self.clients.values()):
+            if client.waiting:
+                continue
             if now - client.last_seen > self.idle_timeout:
                 self._drop(client, f"idle for {self.idle_timeout:g} s")
             elif client.frame_began is not None and now - client.frame_began > self.frame_timeout:

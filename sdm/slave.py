@@ -169,6 +169,10 @@ class Responder:
     def serves(self, unit_id: int) -> bool:
         return unit_id in self.units
 
+    def waits(self, pdu: bytes) -> bool:
+        """Whether answering ``pdu`` waits for the bus (a write to be forwarded)."""
+        return self.forward is not None and pdu[:1] in (bytes((WRITE_SINGLE,)), bytes((WRITE_MULTIPLE,)))
+
     def respond(self, unit_id: int, pdu: bytes, client: str) -> bytes:
         """The reply PDU; Refusal for anything answered with an exception (or silence on RTU).
         Counts every request in the stats."""

@@ -328,3 +328,35 @@ idle_timeout = 2
     assert gw.proc.poll() is None
     assert "Traceback" not in gw.log()
     assert os.path.exists(link)
+
+
+def test_a_forwarded_write_reaches_the_meter_and_its_answer_comes_back(tmp_path, procs):
+    link = tmp_path / "tty"
+    procs(Simulator(link, "sdm630:1", [])).start()
+    serve_port = free_port()
+    gw = procs(Gateway.from_file(f"""{{http}}
+[[bus]]
+name = "cabinet"
+port = "{link}"
+  [[bus.meter]]
+  type = "sdm630"
+  id = 1
+[[serve]]
+listen = "127.0.0.1:{serve_port}"
+writes = "forward"
+""", tmp_path / "gw.toml")).start()
+    client = ModbusTcpClient("127.0.0.1", port=serve_port, timeout=5)
+    assert client.connect()
+    try:
+        # the simulated meter takes writes to its settings only: anything else is its exception 02
+        assert client.write_registers(0xF010, [0, 3], device_id=1).exception_code == 0x02
+        assert client.write_register(0xF010, 3, device_id=1).exception_code == 0x02
+        assert client.write_registers(0x001C, [0x4000, 0], device_id=1).exception_code == 0x01   # a setting
+        assert not client.read_input_registers(0, count=2, device_id=1).isError()
+    finally:
+        client.close()
+    served = gw.get("/status").json()["Serve"][0]["RefusedByReason"]
+    assert (served["write_failed"], served["setting"]) == (2, 1)
+    forwarded = [line for line in gw.log().splitlines() if "forwarded" in line]
+    assert len(forwarded) == 2 and all("bus cabinet, meter id 1" in line and "from 127.0.0.1:" in line
+                                       for line in forwarded)
