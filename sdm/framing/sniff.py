@@ -66,8 +66,9 @@ def frame_lengths(data: bytes) -> List[int]:
     lengths = []
     if fc in READ_FUNCTIONS or fc in SINGLE_WRITES:
         lengths.append(REQUEST_BYTES)          # a request; for 05/06 also the echo reply
-    if fc in READ_FUNCTIONS and len(data) >= 3:
-        lengths.append(5 + data[2])            # a reply: slave, fc, byte count, data, CRC
+    if fc in READ_FUNCTIONS:
+        # a reply: slave, fc, byte count, data, CRC; before its byte count is in, its shortest
+        lengths.append(5 + data[2] if len(data) >= 3 else 6)
     if fc in MULTIPLE_WRITES:
         lengths.append(REQUEST_BYTES)          # the reply: slave, fc, address, count, CRC
         if len(data) >= WRITE_HEAD:

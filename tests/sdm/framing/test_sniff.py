@@ -2,12 +2,12 @@
 
 import struct
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from umodbus.client.serial.redundancy_check import add_crc
 
-from sdm.framing.rtu import build_request, build_write
-from sdm.framing.sniff import cut, frame_kind, missing
+from sdm.framing.rtu import build_request, build_write, crc_ok
+from sdm.framing.sniff import cut, frame_kind, frame_lengths, missing
 
 
 def reply(slave, fc, words):
@@ -26,9 +26,16 @@ FRAMES = st.one_of(
 )
 
 
+def unambiguous(frames) -> bool:
+    """RTU has no length field: a frame whose first bytes also pass as a shorter frame of its
+    function code (a CRC coincidence, 1 in 65536) cannot be told apart by anyone; left out."""
+    return not any(crc_ok(frame[:n]) for _, frame in frames for n in frame_lengths(frame) if n < len(frame))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(FRAMES, min_size=1, max_size=6))
 def test_frames_run_together_are_cut_apart_and_told_by_kind(frames):
+    assume(unambiguous(frames))
     result = cut(b"".join(frame for _, frame in frames))
     assert result.frames == [frame for _, frame in frames]
     assert result.garbled == 0
@@ -54,6 +61,7 @@ def test_a_garbled_frame_between_two_good_ones_is_counted_not_decoded():
 @settings(max_examples=300, deadline=None)
 @given(st.lists(FRAMES, min_size=1, max_size=4), st.data())
 def test_a_reader_never_waits_for_more_bytes_than_the_frame_under_way_has(frames, data):
+    assume(unambiguous(frames))
     stream = b"".join(frame for _, frame in frames)
     assert missing(stream) == 0
     last = frames[-1][1]
