@@ -223,7 +223,7 @@ class RtuSlave:
         self.responder = responder
         self.stats = responder.stats
         self.running = True
-        self._opened = False
+        self._outage_logged = False     # one log line per outage of the adapter
 
     def run(self) -> None:
         try:
@@ -245,11 +245,12 @@ class RtuSlave:
         try:
             self.transport.open()
         except TransportError as err:
-            if not self._opened:
-                log.error("serve %s: %s; retrying", self.stats.where, err)
-                self._opened = True
+            if not self._outage_logged:
+                log.error("serve %s: %s; retrying every second", self.stats.where, err)
+                self._outage_logged = True
             _sleep(1.0)
             return False
+        self._outage_logged = False
         log.info("serve %s: open", self.stats.where)
         return True
 
