@@ -19,19 +19,24 @@ import logging
 import sys
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import gevent
 from gevent import monkey
 from gevent.event import Event
 from gevent.threadpool import ThreadPool
 
-from .config import BusConfig
+from .cache import RegisterCache
+from .config import AUTO, LISTEN, BusConfig, MeterConfig
+from .forward import GATEWAY_TARGET_FAILED, ForwardedWrite
 from .framing import make_link
+from .framing.rtu import RtuLink
 from .hub import BusState, Hub
+from .listen import AutoBus, Listener
 from .poller import Poller, PollSettings
 from .timing import TimingFile
 from .transport import Comset
+from .transport.serial import SerialTransport
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +78,8 @@ class LoopSink:
         self._post(self.hub.timing, name, figures)
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None:
-        self._post(self.hub.bus_state, bus, connected, reopened, hint)
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None:
+        self._post(self.hub.bus_state, bus, connected, reopened, hint, listen)
 
     def _post(self, call: Callable[..., None], *args: Any) -> None:
         self._calls.append((call, args))    # deque.append is atomic: no lock needed
@@ -107,51 +112,85 @@ def settings_of(bus: BusConfig) -> PollSettings:
 
 
 def bus_state_of(bus: BusConfig) -> BusState:
-    return BusState(bus.name, port=bus.port, transport=bus.kind, line=str(Comset(bus.baud, bus.parity)))
+    return BusState(bus.name, port=bus.port, transport=bus.kind, line=str(Comset(bus.baud, bus.parity)),
+                    mode=bus.mode)
+
+
+Runner = Union[Poller, Listener, AutoBus]
 
 
 class BusThreads:
-    """One native thread per bus, each running that bus's poller; buses can be added and
-    removed while the others run (a configuration reloaded on SIGHUP)."""
+    """One native thread per bus, each running that bus's poller (or listener); buses can be
+    added and removed while the others run (a configuration reloaded on SIGHUP)."""
 
-    def __init__(self, hub: Hub, buses: Sequence[BusConfig], timing_file: Optional[TimingFile] = None):
+    def __init__(self, hub: Hub, buses: Sequence[BusConfig], timing_file: Optional[TimingFile] = None,
+                 cache: Optional[RegisterCache] = None):
         self.sink = LoopSink(hub)
         self.timing_file = timing_file
-        self.pollers: Dict[str, Poller] = {bus.name: self._poller(bus) for bus in buses}
-        self._pool = ThreadPool(max(1, len(self.pollers)))
+        self.cache = cache
+        self.runners: Dict[str, Runner] = {bus.name: self._runner(bus) for bus in buses}
+        self._pool = ThreadPool(max(1, len(self.runners)))
         self._runs: Dict[str, Any] = {}
 
-    def _poller(self, bus: BusConfig) -> Poller:
-        return Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
-                      sleep=blocking_sleep, bus=bus.name, timing_file=self.timing_file)
+    @property
+    def pollers(self) -> Dict[str, Poller]:
+        """The buses whose poller may transmit (not a listen-only one)."""
+        found = {}
+        for name, runner in self.runners.items():
+            poller = runner.poller if isinstance(runner, AutoBus) else runner
+            if isinstance(poller, Poller):
+                found[name] = poller
+        return found
+
+    def _runner(self, bus: BusConfig) -> Runner:
+        """What runs in a bus's thread: its poller, a listener (listen), or both taking turns (auto)."""
+        if bus.mode not in (LISTEN, AUTO):
+            return Poller(self.sink, make_link(bus.port, bus.baud, bus.parity), bus.meters, settings_of(bus),
+                          sleep=blocking_sleep, bus=bus.name, timing_file=self.timing_file, cache=self.cache)
+        transport = SerialTransport(bus.port, Comset(bus.baud, bus.parity))
+        listener = Listener(self.sink, transport, bus.meters, bus.name, self.cache, bus.mode, sleep=blocking_sleep)
+        if bus.mode == LISTEN:
+            return listener
+        poller = Poller(self.sink, RtuLink(transport), bus.meters, settings_of(bus), sleep=blocking_sleep,
+                        bus=bus.name, timing_file=self.timing_file, cache=self.cache)
+        return AutoBus(listener, poller, bus.takeover_after)
 
     def start(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
-        for name, poller in self.pollers.items():
-            self._runs[name] = self._pool.spawn(poller.run)
+        for name, runner in self.runners.items():
+            self._runs[name] = self._pool.spawn(runner.run)
 
     def start_bus(self, bus: BusConfig) -> None:
         """Poll one more bus, in a thread of its own (its name must be new)."""
-        if bus.name in self.pollers:
+        if bus.name in self.runners:
             raise ValueError(f"bus {bus.name} is already polled")
-        self.pollers[bus.name] = self._poller(bus)
-        self._pool.maxsize = max(self._pool.maxsize, len(self.pollers))
-        self._runs[bus.name] = self._pool.spawn(self.pollers[bus.name].run)
+        self.runners[bus.name] = self._runner(bus)
+        self._pool.maxsize = max(self._pool.maxsize, len(self.runners))
+        self._runs[bus.name] = self._pool.spawn(self.runners[bus.name].run)
 
     def stop_bus(self, name: str, timeout: float = 2.0) -> None:
         """Stop polling one bus and wait for its thread (it closes its port); what it reported
         until then is applied to the hub before this returns."""
-        poller = self.pollers.pop(name)
-        poller.stop()
+        runner = self.runners.pop(name)
+        runner.stop()
         run = self._runs.pop(name, None)
         if run is not None:
             run.wait(timeout)
         self.sink.drain()
 
+    def forward(self, meter: MeterConfig, write: ForwardedWrite, wait: float = 3.0) -> int:
+        """Hand a served client's write to the poller of the meter's bus and wait for its outcome
+        (called from a Modbus server thread)."""
+        poller = self.pollers.get(meter.bus)
+        if poller is None:
+            return GATEWAY_TARGET_FAILED
+        poller.writes.append(write)
+        return write.wait(wait)
+
     def stop(self, timeout: float = 2.0) -> None:
-        """Ask every poller to stop and wait (each notices within about half a second)."""
-        for poller in self.pollers.values():
-            poller.stop()
+        """Ask every bus thread to stop and wait (each notices within about half a second)."""
+        for runner in self.runners.values():
+            runner.stop()
         end = time.monotonic() + timeout
         for run in self._runs.values():
             run.wait(max(0.0, end - time.monotonic()))

@@ -39,6 +39,10 @@ DEFAULT_NAME_FORMAT = "Instrument%d"
 DEFAULT_BUS_NAME = "bus"       # the one bus of a gateway started with flags
 DEFAULT_TCP_PORT = 502
 DEFAULT_COMSET = 2             # 9600 8N1, as -c and BusConfig
+POLL, LISTEN, AUTO = "poll", "listen", "auto"
+BUS_MODES = (POLL, LISTEN, AUTO)
+DENY, FORWARD = "deny", "forward"
+DEFAULT_SERVE_PORT = 502
 PASSWORD_VARIABLE = "SDM_MQTT_PASSWORD"
 
 
@@ -74,6 +78,8 @@ class BusConfig:
     max_failures: int = 5
     reprobe_max: float = 60.0
     meters: Tuple[MeterConfig, ...] = ()
+    mode: str = POLL                # poll (sdm is the master), listen (never transmit) or auto
+    takeover_after: float = 10.0    # auto: seconds without a foreign request before sdm polls
 
     @property
     def kind(self) -> str:
@@ -83,6 +89,34 @@ class BusConfig:
         if self.port.startswith("tcp://"):
             return "tcp"
         return "serial"
+
+
+@dataclass(frozen=True)
+class ServeUnit:
+    """A served MODBUS id and the configured meter whose cached registers it answers with."""
+
+    id: int
+    meter: str
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """One place the meters are served as MODBUS slaves from the register cache (sdm/serve.py):
+    a Modbus TCP server (``listen``) or an RTU slave on a serial port of its own (``port``)."""
+
+    listen: str = ""                # HOST:PORT of a Modbus TCP server (loopback unless a host is given)
+    port: str = ""                  # or the serial device of an RTU slave
+    baud: int = 9600
+    parity: str = "N"
+    max_age: float = 2.0            # seconds; older registers are not served
+    writes: str = DENY              # deny, or forward to the real meter through its bus
+    max_connections: int = 16       # Modbus TCP clients at a time
+    idle_timeout: float = 60.0      # a TCP client silent this long is disconnected
+    units: Tuple[ServeUnit, ...] = ()   # empty: every meter under its own id
+
+    @property
+    def where(self) -> str:
+        return f"tcp {self.listen}" if self.listen else f"rtu {self.port}"
 
 
 @dataclass(frozen=True)
@@ -143,6 +177,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     counters: CountersConfig = field(default_factory=CountersConfig)
     state_dir: Optional[str] = None   # None: $STATE_DIRECTORY, $XDG_STATE_HOME/sdm, ~/.local/state/sdm
+    serve: Tuple[ServeConfig, ...] = ()
     verbose: bool = False
     source: str = "flags"           # the file's path when read from one (for messages and SIGHUP)
     name_format: str = DEFAULT_NAME_FORMAT   # a meter's default name, %d = its id (-f)
@@ -445,6 +480,52 @@ def check_http_caps(http: HttpConfig) -> None:
                          f"must fit inside max_connections ({http.max_connections})")
 
 
+def serve_address(text: str) -> Tuple[str, int]:
+    """A Modbus TCP server's ``listen``: ``HOST:PORT``, ``[IPv6]:PORT``, or ``:PORT`` for loopback.
+
+    The served registers need no password to read (MODBUS has none), so an
+    address without a host binds 127.0.0.1, never every interface.
+    """
+    host, sep, digits = text.strip().rpartition(":")
+    if not sep:
+        raise ValueError("no port: write HOST:PORT or :PORT")
+    if not (digits.isascii() and digits.isdigit()) or not 0 <= int(digits) <= 65535:
+        raise ValueError(f"port {digits!r} is not a number 0-65535")
+    host = host.strip()
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError("an IPv6 address needs its closing ']'")
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError("an IPv6 address must be written in brackets, e.g. [::1]:5020")
+    elif host and not _HOST_NAME.match(host):
+        raise ValueError(f"{host!r} is not a host name or address")
+    return host or "127.0.0.1", int(digits)
+
+
+def bus_mode(value: Any) -> str:
+    if value not in BUS_MODES:
+        raise Unfit('"poll", "listen" or "auto"')
+    return value
+
+
+def write_rule(value: Any) -> str:
+    if value not in (DENY, FORWARD):
+        raise Unfit('"deny" or "forward"')
+    return value
+
+
+def serial_port(value: Any) -> str:
+    text = port_text(value)
+    if parse_port(text).kind != "serial":
+        raise Unfit("a serial device path (an RTU slave needs an RS485 adapter of its own)")
+    return text
+
+
 # The checks of each section's keys; the defaults are the dataclasses'.
 HTTP_KEYS: Dict[str, Check] = {
     "listen": _checked_by(_listen, "an address such as \":8080\", \"127.0.0.1:8080\" or \"[::1]:8080\""),
@@ -485,9 +566,18 @@ BUS_LIMITS: Dict[str, Check] = {
     "max_failures": integer(1),
     "reprobe_max": number(0, inclusive=False),
 }
-BUS_KEYS = ("name", "port", "comset", "baud", "parity", *BUS_LIMITS, "meter")
+BUS_MODE_KEYS: Dict[str, Check] = {"mode": bus_mode, "takeover_after": number(0, inclusive=False)}
+BUS_KEYS = ("name", "port", "comset", "baud", "parity", *BUS_LIMITS, *BUS_MODE_KEYS, "meter")
 METER_KEYS = ("type", "id", "name", "pause", "interval", "slow", "max_current")
-TOP_KEYS = ("name_format", "verbose", "state_dir", "http", "mqtt", "metrics", "counters", "bus")
+SERVE_LIMITS: Dict[str, Check] = {
+    "max_age": number(0, inclusive=False),
+    "writes": write_rule,
+    "max_connections": integer(1),
+    "idle_timeout": number(0, inclusive=False),
+}
+SERVE_KEYS = ("listen", "port", "comset", "baud", "parity", *SERVE_LIMITS, "unit")
+UNIT_KEYS = ("id", "meter")
+TOP_KEYS = ("name_format", "verbose", "state_dir", "http", "mqtt", "metrics", "counters", "bus", "serve")
 
 
 # -- where a key is written in the file ------------------------------------------------------------
@@ -697,6 +787,7 @@ def _config(top: Table) -> Config:
         metrics=MetricsConfig(**_section(top.table("metrics"), METRICS_KEYS, MetricsConfig())),
         counters=CountersConfig(**_section(top.table("counters"), COUNTERS_KEYS, CountersConfig())),
         state_dir=top.get("state_dir", directory_path, None),
+        serve=tuple(_serve(table) for table in top.tables("serve")),
         verbose=top.get("verbose", boolean, False),
         source=top.doc.source,
         name_format=names,
@@ -738,8 +829,35 @@ def _bus(table: Table, names: str) -> BusConfig:
     if not meters:
         table.doc.fail(table.path + ("meter",), f"bus {name!r} has no meter: add a [[bus.meter]] with type and id")
     configs = tuple(_meter(meter, name, names) for meter in meters)
-    return BusConfig(name=name, port=port, baud=line.baud, parity=line.parity,
-                     meters=configs, **table.settings(BUS_LIMITS, BusConfig(name, port)))
+    defaults = BusConfig(name, port)
+    bus = BusConfig(name=name, port=port, baud=line.baud, parity=line.parity, meters=configs,
+                    **table.settings(BUS_LIMITS, defaults), **table.settings(BUS_MODE_KEYS, defaults))
+    if bus.mode != POLL and bus.kind != "serial":
+        table.doc.fail(table.path + ("mode",), f"mode {bus.mode!r} listens to the RS485 line itself: "
+                       "it needs a serial adapter, not a TCP gateway")
+    return bus
+
+
+def _serve(table: Table) -> ServeConfig:
+    table.check_keys(SERVE_KEYS)
+    given = [key for key in ("listen", "port") if key in table.data]
+    if len(given) != 1:
+        table.doc.fail(table.path + ("listen",), "give exactly one of listen (a Modbus TCP server, "
+                       'e.g. "127.0.0.1:5020") or port (an RTU slave on a serial adapter)')
+    line = _line(table)
+    return ServeConfig(
+        listen=table.get("listen", _checked_by(serve_address, 'an address such as "127.0.0.1:5020" or ":5020"'), ""),
+        port=table.get("port", serial_port, ""), baud=line.baud, parity=line.parity,
+        units=tuple(ServeUnit(unit.require("id", integer(1, MAX_SLAVE_ID)), unit.require("meter", meter_name))
+                    for unit in _unit_tables(table)),
+        **table.settings(SERVE_LIMITS, ServeConfig()))
+
+
+def _unit_tables(table: Table) -> List[Table]:
+    units = table.tables("unit")
+    for unit in units:
+        unit.check_keys(UNIT_KEYS)
+    return units
 
 
 def _line(table: Table) -> Comset:
@@ -779,11 +897,60 @@ class Clash(ValueError):
 
 
 def check_gateway(config: Config) -> None:
-    """Raise Clash for duplicate bus names, ports, meter ids on one bus, meter names, digit names."""
+    """Raise Clash for duplicate bus names, ports, meter ids on one bus, meter names, digit names,
+    and for served units that do not fit the buses."""
     _unique_buses(config.buses)
     _unique_ids(config.buses)
     _unique_names(config)
     _digit_names(config.buses)
+    _served_units(config)
+
+
+def served_units(serve: ServeConfig, meters: Sequence[MeterConfig]) -> Dict[int, MeterConfig]:
+    """The served id -> meter map of one ``[[serve]]``: its units, or every meter under its own id.
+    ValueError when a unit names no configured meter, or two meters would share an id."""
+    by_name = {meter.name: meter for meter in meters}
+    pairs = [(unit.id, unit.meter) for unit in serve.units] or [(m.device_id, m.name) for m in meters]
+    units: Dict[int, MeterConfig] = {}
+    for unit_id, name in pairs:
+        if name not in by_name:
+            raise ValueError(f"unit {unit_id}: no meter is named {name!r} (known: {', '.join(by_name)})")
+        if unit_id in units:
+            raise ValueError(f"id {unit_id} would be served for both {units[unit_id].name!r} and {name!r}: "
+                             "add [[serve.unit]] tables that give each meter an id of its own")
+        units[unit_id] = by_name[name]
+    return units
+
+
+def _served_units(config: Config) -> None:
+    taken: Dict[Any, int] = {}
+    for index, serve in enumerate(config.serve, start=1):
+        path: Path = ("serve", index)
+        try:
+            units = served_units(serve, config.meters)
+        except ValueError as err:
+            raise Clash(path + ("unit",), str(err)) from None
+        if serve.writes == FORWARD:
+            _forwardable(path, units.values(), {bus.name: bus for bus in config.buses})
+        key = parse_port(serve.port).key if serve.port else ("listen", serve_address(serve.listen)[1])
+        bus_ports = {parse_port(bus.port).key: bus.name for bus in config.buses}
+        if key in bus_ports:
+            raise Clash(path + ("port",), f"port {serve.port!r} is bus {bus_ports[key]!r}'s: an RTU slave "
+                        "needs an adapter of its own")
+        if key in taken and key[1] != 0:
+            raise Clash(path + ("listen" if serve.listen else "port",),
+                        f"{serve.where} is already used by serve[{taken[key]}]")
+        taken[key] = index
+
+
+def _forwardable(path: Path, meters: Iterable[MeterConfig], buses: Dict[str, BusConfig]) -> None:
+    """Forwarded writes go out through the poller of a polled serial bus; anything else is refused here."""
+    for meter in meters:
+        bus = buses[meter.bus]
+        if bus.mode != POLL or bus.kind != "serial":
+            why = f"its mode is {bus.mode!r}" if bus.mode != POLL else "forwarding needs a serial adapter"
+            raise Clash(path + ("writes",), f'writes = "forward": meter {meter.name!r} is on bus '
+                        f"{bus.name!r}, where writes cannot be forwarded ({why}); use writes = \"deny\"")
 
 
 def _unique_buses(buses: Sequence[BusConfig]) -> None:
@@ -1015,6 +1182,8 @@ def to_toml(config: Config) -> str:
         out += _lines(counters)
     for bus in config.buses:
         out += _bus_toml(bus, config.name_format)
+    for serve in config.serve:
+        out += _serve_toml(serve)
     return "\n".join(out) + "\n"
 
 
@@ -1039,9 +1208,25 @@ def _bus_toml(bus: BusConfig, names: str) -> List[str]:
     # behind a Modbus TCP gateway the serial line matters only for timing: left out when it is the default
     if bus.kind != "tcp" or line != COMSETS[DEFAULT_COMSET]:
         out += _lines([("comset", numbered[0])] if numbered else [("baud", bus.baud), ("parity", bus.parity)])
-    out += _lines(_changed(bus, BusConfig(bus.name, bus.port), BUS_LIMITS))
+    out += _lines(_changed(bus, BusConfig(bus.name, bus.port), (*BUS_LIMITS, *BUS_MODE_KEYS)))
     for meter in bus.meters:
         out += ["", "  [[bus.meter]]"] + _lines(_meter_pairs(meter, names), indent="  ")
+    return out
+
+
+def _serve_toml(serve: ServeConfig) -> List[str]:
+    what = "a Modbus TCP server" if serve.listen else "an RTU slave on an adapter of its own"
+    out = ["", f"# the meters served as MODBUS devices from the cache: {what}", "[[serve]]"]
+    if serve.listen:
+        out += _lines([("listen", serve.listen)])
+    else:
+        out += _lines([("port", serve.port)])
+        line = Comset(serve.baud, serve.parity)
+        numbered = [number_ for number_, known in COMSETS.items() if known == line]
+        out += _lines([("comset", numbered[0])] if numbered else [("baud", serve.baud), ("parity", serve.parity)])
+    out += _lines(_changed(serve, ServeConfig(), SERVE_LIMITS))
+    for unit in serve.units:
+        out += ["", "  [[serve.unit]]"] + _lines([("id", unit.id), ("meter", unit.meter)], indent="  ")
     return out
 
 

@@ -22,7 +22,7 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
 from typing import Counter as TypingCounter
 
 from .config import MeterConfig
@@ -66,6 +66,12 @@ class StatusUpdate:
     timestamp: float
 
 
+class ServedStats(Protocol):
+    """A Modbus server's counters as /status shows them (sdm/serve.py)."""
+
+    def snapshot(self) -> Dict[str, Any]: ...
+
+
 @dataclass
 class BusState:
     """One bus's connection as the outputs see it."""
@@ -77,6 +83,8 @@ class BusState:
     reconnects: int = 0
     hint: Optional[str] = None      # what the link suspects is wrong (a gateway in the wrong mode)
     line: str = ""                  # the serial setting, e.g. "9600 8N1" (for sdm_doctor --from-status)
+    mode: str = "poll"
+    listen: Optional[Mapping[str, object]] = None   # a listened bus's findings (sdm/listen.py)
 
 
 @dataclass
@@ -165,6 +173,7 @@ class Hub:
             cfg.name: MeterState(cfg)
             for cfg in sorted(configs, key=lambda c: (order.index(c.bus), c.device_id))}
         self._sections: Dict[str, Callable[[], Mapping[str, object]]] = {}   # extra /status sections
+        self.serving: List[ServedStats] = []   # the Modbus servers' counters (sdm/serve.py)
         self._subscribers: List[Subscriber] = []
         self._failed: List[Subscriber] = []     # subscribers whose failure was logged once
         self.changes = 0    # counts every change an output could show (sdm.answers caches by it)
@@ -244,10 +253,13 @@ class Hub:
         self.meters[name].timing = dict(figures)
 
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None:
-        """A bus's link opened or closed (``reopened``: open again after a failure)."""
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None:
+        """A bus's link opened or closed (``reopened``: open again after a failure); ``listen``:
+        what a listening bus has heard so far."""
         state = self.buses[bus]
         self.changes += 1
+        if listen is not None:
+            state.listen = listen
         state.connected = connected
         if reopened:
             state.reconnects += 1

@@ -117,6 +117,7 @@ class HubCollector:
             yield metric
         yield from self._meter_health()
         yield from self._bus()
+        yield from self._serve()
 
     def _meter_health(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("sdm_meter_up", "1 while the meter answers, 0 while it is unavailable.",
@@ -150,6 +151,28 @@ class HubCollector:
             reopens.add_metric(label, float(bus.reconnects))
         yield connected
         yield reopens
+
+    def _serve(self) -> Iterator[Metric]:
+        """The Modbus servers of sdm/serve.py: requests, refusals by reason, the served values' age."""
+        if not self.hub.serving:
+            return
+        requests = CounterMetricFamily("sdm_serve_requests", "MODBUS requests to a served unit.", labels=["server"])
+        refused = CounterMetricFamily("sdm_serve_refusals", "Requests answered with an exception (or, on RTU, "
+                                      "not at all), by reason.", labels=["server", "reason"])
+        age = GaugeMetricFamily("sdm_serve_value_age_seconds", "Age of the registers served: mean and most.",
+                                labels=["server", "stat"])
+        clients = GaugeMetricFamily("sdm_serve_connections", "Modbus TCP clients connected.", labels=["server"])
+        for stats in self.hub.serving:
+            snapshot = stats.snapshot()
+            where = snapshot["Where"]
+            requests.add_metric([where], snapshot["Requests"])
+            for reason, count in snapshot["RefusedByReason"].items():
+                refused.add_metric([where, reason], count)
+            if snapshot["MeanAgeSeconds"] is not None:
+                age.add_metric([where, "mean"], snapshot["MeanAgeSeconds"])
+                age.add_metric([where, "max"], snapshot["MaxAgeSeconds"])
+            clients.add_metric([where], snapshot["Connections"])
+        yield from (requests, refused, age, clients)
 
 
 def registry_for(hub: Hub, bus_label: bool = False) -> CollectorRegistry:

@@ -22,7 +22,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, List, Mapping, Optional, Protocol, Sequence
 
+from .cache import RegisterCache
 from .config import DEFAULT_BUS_NAME, MeterConfig
+from .forward import ForwardedWrite, Writer
 from .framing import rtu
 from .hub import AVAILABLE, UNAVAILABLE
 from .meters.model import Register
@@ -64,7 +66,7 @@ class Sink(Protocol):
     def drop(self, name: str, names: Sequence[str]) -> None: ...
     def timing(self, name: str, figures: Mapping[str, object]) -> None: ...
     def bus_state(self, bus: str, connected: bool, reopened: bool = False,
-                  hint: Optional[str] = None) -> None: ...
+                  hint: Optional[str] = None, listen: Optional[Mapping[str, object]] = None) -> None: ...
 
 
 def pause_of(config: MeterConfig, settings: PollSettings) -> float:
@@ -300,8 +302,10 @@ class Poller:
     def __init__(self, sink: Sink, link: Link, meters: Sequence[MeterConfig],
                  settings: Optional[PollSettings] = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, bus: Optional[str] = None,
-                 timing_file: Optional[TimingFile] = None):
+                 timing_file: Optional[TimingFile] = None, cache: Optional[RegisterCache] = None):
         self.sink = sink
+        self.cache = cache            # every good reply's registers, for the Modbus servers
+        self.writes: Deque[ForwardedWrite] = deque()   # served clients' writes, sent between reads
         self.link = link
         self.bus = bus or (meters[0].bus if meters else DEFAULT_BUS_NAME)
         self.settings = settings or PollSettings()
@@ -331,7 +335,7 @@ class Poller:
         self._running = True
         try:
             while self._running:
-                if not self.link.is_open and not self._reopen():
+                if not self.link.is_open and not self.reopen():
                     continue
                 self._guarded_step()
         finally:
@@ -349,6 +353,9 @@ class Poller:
 
     def step(self) -> None:
         """Send the request of the meter that is ready first, and book the result."""
+        if self.writes:
+            self._forward(self.writes.popleft())
+            return
         reader = min(self.readers, key=lambda r: r.ready_at)
         now = self.clock()
         wait = reader.ready_at - now
@@ -398,7 +405,26 @@ class Poller:
             self.timing_file.save(changed)
             self._timing_saved.update(changed)
 
+    def _forward(self, write: ForwardedWrite) -> None:
+        """A served client's write, after the meter's pause; logged with the client's address."""
+        reader = next((r for r in self.readers if r.device_id == write.device_id), None)
+        if reader is not None:
+            wait = reader.ready_at - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+        if isinstance(self.link, Writer):
+            write.execute(self.link, self.settings.timeout)
+        else:       # the configuration forwards writes only on serial buses; anything else is refused
+            write.refuse()
+        outcome = "ok" if not write.error else f"exception {write.error}"
+        log.info("bus %s, meter id %d: write of %d registers at %d from %s forwarded: %s", self.bus,
+                 write.device_id, len(write.words), write.start, write.client, outcome)
+        if reader is not None:
+            reader.ready_at = self.clock() + reader.pause
+
     def _book_success(self, reader: MeterReader, block: Block, registers: Sequence[int]) -> None:
+        if self.cache is not None:
+            self.cache.store(self.bus, reader.device_id, block.fc, block.start, registers, self.clock())
         values = decode_block(block, registers)
         self.sink.count(reader.name)
         log.debug("%s: fc%d %d+%d ok %s", reader.label, block.fc, block.start, block.count, values)
@@ -447,7 +473,8 @@ class Poller:
                 reader.lost_bus()
                 self.sink.set_status(reader.name, UNAVAILABLE)
 
-    def _reopen(self) -> bool:
+    def reopen(self) -> bool:
+        """Open the link (with back-off after a failure); True once it is open."""
         try:
             self.link.open()
         except TransportError as err:

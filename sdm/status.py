@@ -49,6 +49,8 @@ def _bus(hub: Hub, bus: BusState) -> Dict[str, Any]:
         "Errors": sum(errors.values()),
         "ErrorsByKind": _kinds(errors),
         "Problem": bus.hint,
+        "Mode": bus.mode,
+        **({"Listen": dict(bus.listen)} if bus.listen is not None else {}),
     }
 
 
@@ -81,6 +83,7 @@ def status(hub: Hub) -> Dict[str, Any]:
         },
         "Bus": _legacy_bus(hub),
         "Buses": [_bus(hub, bus) for bus in hub.buses.values()],
+        **({"Serve": [stats.snapshot() for stats in hub.serving]} if hub.serving else {}),
         **hub.sections(),
         "ConfiguredMeters": [
             {

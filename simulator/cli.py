@@ -17,9 +17,11 @@ from sdm.detect import parse_ids
 from sdm.meters.model import MeterModel
 from sdm.meters.registry import parse_device_list
 from sdm.sanity import COUNTERS
+from sdm.transport import Comset
 
 from .faults import FaultInjector, PluggableLine, ServedLog, parse_faults, parse_offline, parse_window
 from .meters import LineSetting, VirtualMeter
+from .multidrop import MultiDrop
 from .pacing import paced, pacing_for
 from .physics import NO_GLITCHES, EnergyGlitches, Physics
 from .tcp import GatewayServer, SimBus
@@ -89,6 +91,16 @@ def parser() -> argparse.ArgumentParser:
                         "last answer; repeatable; with --baud")
     p.add_argument("--set-mode", action="store_true",
                    help="SDM120s are in their set mode (button held): they accept settings writes")
+    p.add_argument("--bus-endpoints", type=int, default=0, metavar="N",
+                   help="a virtual multi-drop bus: N pty endpoints (--link, then LINK.2, LINK.3, ...) and "
+                        "the meters on one line at --baud (default 9600); bytes reach every other station "
+                        "at the line rate, overlapping senders garble each other")
+    p.add_argument("--master", metavar="TYPE:ID@RATE",
+                   help="with --bus-endpoints: a foreign master polling meter ID like an inverter, RATE "
+                        "requests a second (e.g. sdm630:1@14); SIGUSR2 pauses and resumes it")
+    p.add_argument("--bus-counts", metavar="PATH",
+                   help="with --bus-endpoints: keep the bytes each station sent (and the master's "
+                        "outcomes) in this JSON file")
     p.add_argument("--power-cycle-after-write", type=float, default=None, metavar="S",
                    help="power-cycle a meter S seconds after a settings write (SIGHUP or SIGUSR1 "
                         "power-cycles every meter at any time)")
@@ -151,6 +163,12 @@ def check_lines(args: argparse.Namespace) -> None:
         raise ValueError("--unplug pulls out the pty: it needs --link")
     if args.gateway_latency_ms < 0:
         raise ValueError("--gateway-latency-ms must not be negative")
+    if args.bus_endpoints < 0 or (args.bus_endpoints and not args.link):
+        raise ValueError("--bus-endpoints N needs --link and N >= 1")
+    if (args.master or args.bus_counts) and not args.bus_endpoints:
+        raise ValueError("--master and --bus-counts need --bus-endpoints")
+    if args.bus_endpoints and args.unplug:
+        raise ValueError("--unplug and --bus-endpoints do not go together")
 
 
 def start_gateways(args: argparse.Namespace, bus: SimBus) -> List[GatewayServer]:
@@ -186,6 +204,26 @@ def offers(model: MeterModel, line: Optional[LineSetting]) -> bool:
             and model.setting("parity").code_for(line.parity) is not None)
 
 
+class MultiDropLine:
+    """The meters' station on a virtual multi-drop bus, closing the bus with it."""
+
+    def __init__(self, bus: MultiDrop):
+        self.bus = bus
+        self.master = bus.master
+        self.slave_path = bus.slave_path
+        self.read = bus.meters_line.read
+        self.write = bus.meters_line.write
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def multidrop_line(args: argparse.Namespace) -> MultiDropLine:
+    """Start the virtual bus of --bus-endpoints (with --master); the meters answer on its line."""
+    char_time = Comset(args.baud or 9600, args.parity).char_time
+    return MultiDropLine(MultiDrop(args.link, args.bus_endpoints, char_time, args.master, args.bus_counts).start())
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -215,7 +253,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                      tempers_from_args(args))
         servers = start_gateways(args, bus)
         write_port_file(args.port_file, servers)
-        if args.link:
+        if args.bus_endpoints:
+            line = multidrop_line(args)
+        elif args.link:
             line = paced(PluggableLine(args.link, unplugged, served, started), pacing)
     except (ValueError, OSError) as err:
         for server in servers:
@@ -238,6 +278,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, power_cycle)
     signal.signal(signal.SIGUSR1, power_cycle)
+    master = getattr(line, "master", None)
+    if master is not None:
+        signal.signal(signal.SIGUSR2, lambda *_: master.toggle())
     described = ", ".join(f"{m.model.model}:{slave}" for slave, m in sorted(meters.items()))
     pace = f" at {args.baud} 8{args.parity}1" if args.baud else ""
     places = [f"{args.link} -> {line.slave_path}"] if line is not None else []

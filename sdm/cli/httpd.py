@@ -15,12 +15,14 @@ import gevent  # noqa: E402
 from .. import __version__  # noqa: E402
 from .. import config as configuration  # noqa: E402
 from ..bus import BusThreads, bus_state_of  # noqa: E402
+from ..cache import RegisterCache  # noqa: E402
 from ..config import CountersConfig  # noqa: E402
 from ..counter_store import CounterKeeper  # noqa: E402
 from ..hub import Hub  # noqa: E402
 from ..mqtt import MqttPublisher, add_mqtt_flags, start_mqtt  # noqa: E402
 from ..sanity import Sanity  # noqa: E402
 from ..schedule import DEFAULT_SLOW_INTERVAL  # noqa: E402
+from ..serve import Serving, start_serving  # noqa: E402
 from ..state import StateError, state_dir  # noqa: E402
 from ..timing import TimingFile  # noqa: E402
 from .common import add_serial_flags, setup_logging  # noqa: E402
@@ -129,15 +131,19 @@ def timing_file(config: configuration.Config) -> Optional[TimingFile]:
         return None
 
 
-def start(config: configuration.Config, sanity: Sanity) -> Tuple[Hub, BusThreads, Optional[MqttPublisher]]:
-    """Hub, bus threads (started) and MQTT (ValueError for bad settings)."""
+def start(config: configuration.Config, sanity: Sanity
+          ) -> Tuple[Hub, BusThreads, Optional[MqttPublisher], Optional[Serving]]:
+    """Hub, bus threads (started), MQTT and the Modbus servers (ValueError or OSError for bad settings)."""
     hub = Hub(config.meters, [bus_state_of(bus) for bus in config.buses], sanity)
-    buses = BusThreads(hub, config.buses, timing_file(config))
+    cache = RegisterCache() if config.serve else None
+    buses = BusThreads(hub, config.buses, timing_file(config), cache)
+    serving = start_serving(config, cache, buses.forward) if cache is not None else None
+    hub.serving = list(serving.stats) if serving else []
     mqtt = start_mqtt(hub, config.mqtt)
     for model in {m.model.key: m.model for m in config.meters}.values():
         log.info("%s %s: %d values", model.manufacturer, model.model, len(model.registers))
     buses.start()
-    return hub, buses, mqtt
+    return hub, buses, mqtt, serving
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -155,7 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.getLogger().setLevel(logging.DEBUG)
     try:
         counters = CounterKeeper(config)
-        hub, buses, mqtt = start(config, Sanity(counters.guard))
+        hub, buses, mqtt, serving = start(config, Sanity(counters.guard))
     except (ValueError, OSError, StateError) as err:
         print(f"sdm630_httpd: {err}", file=sys.stderr)
         return 2
@@ -163,6 +169,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         streams, server = build_http(config, hub)
     except (ValueError, OSError) as err:
         buses.stop()
+        if serving:
+            serving.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         print(f"sdm630_httpd: {err}", file=sys.stderr)
@@ -176,6 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.info("stopping")
         buses.stop()
         counters.stop()
+        if serving:
+            serving.stop()
         if mqtt:
             mqtt.stop(timeout=0.5)
         streams.stop()
@@ -201,6 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     server.serve_forever()
     buses.stop()
     counters.stop()
+    if serving:
+        serving.stop()
     return 0
 
 

@@ -239,3 +239,7 @@ class RtuLink:
             return exchange(self._timed, slave, fc, start, count, timeout, prompt)
         finally:
             self.turnaround = self._timed.since_write(REQUEST_BYTES * self.transport.char_time)
+
+    def write(self, slave: int, start: int, values: List[int], timeout: float) -> None:
+        """An FC 16 write and its checked echo (a served client's write, forwarded)."""
+        write_exchange(self.transport, slave, start, values, timeout)

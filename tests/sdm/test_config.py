@@ -23,6 +23,8 @@ from sdm.config import (
     MeterConfig,
     MetricsConfig,
     MqttConfig,
+    ServeConfig,
+    ServeUnit,
     from_args,
     load,
     parse_port,
@@ -261,6 +263,27 @@ ERRORS = [
      "bus[2].meter[1].name", ["meter name 'x' is already used by bus[1].meter[1] on bus 'a'"]),
     ('[[bus]]\nname = "a"\nport = "tcp://gw"\n' + METER + '[[bus]]\nname = "b"\nport = "rtu+tcp://GW:502" #<\n'
      + METER.replace("id = 1", "id = 2"), "bus[2].port", ["one port can carry only one bus"]),
+    (BUS + 'mode = "sniff" #<\n' + METER, "bus[1].mode", ['"poll", "listen" or "auto"', 'found "sniff"']),
+    (BUS + "takeover_after = 0 #<\n" + METER, "bus[1].takeover_after", ["seconds > 0"]),
+    ('[[bus]]\nname = "a"\nport = "tcp://gw"\nmode = "listen" #<\n' + METER, "bus[1].mode",
+     ["needs a serial adapter"]),
+    (BUS + METER + "[[serve]] #<\nmax_age = 1\n", "serve[1].listen", ["exactly one of listen", "or port"]),
+    (BUS + METER + '[[serve]]\nlisten = "5020" #<\n', "serve[1].listen", ["no port"]),
+    (BUS + METER + '[[serve]]\nport = "tcp://gw" #<\n', "serve[1].port", ["a serial device path"]),
+    (BUS + METER + '[[serve]]\nport = "/dev/ttyUSB0" #<\n', "serve[1].port", ["is bus 'a''s"]),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\nwrites = "yes" #<\n', "serve[1].writes",
+     ['"deny" or "forward"']),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\nmax_age = 0 #<\n', "serve[1].max_age", ["> 0"]),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\n  [[serve.unit]] #<\n  id = 3\n  meter = "nope"\n',
+     "serve[1].unit", ["no meter is named 'nope'"]),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\n  [[serve.unit]] #<\n  id = 3\n  meter = "Instrument1"\n'
+     '  [[serve.unit]]\n  id = 3\n  meter = "Instrument1"\n', "serve[1].unit", ["id 3 would be served for both"]),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\n  [[serve.unit]]\n  id = 3\n  color = 1 #<\n  meter = "x"\n',
+     "serve[1].unit[1].color", ["unknown key"]),
+    ('[[bus]]\nname = "a"\nport = "tcp://gw"\n' + METER + '[[serve]]\nlisten = ":5020"\nwrites = "forward" #<\n',
+     "serve[1].writes", ["cannot be forwarded", "needs a serial adapter"]),
+    (BUS + METER + '[[serve]]\nlisten = ":5020"\n[[serve]]\nlisten = "127.0.0.1:5020" #<\n', "serve[2].listen",
+     ["already used by serve[1]"]),
 ]
 
 
@@ -399,10 +422,29 @@ def buses(draw, index: int, name: str, name_format: str):
     drafts = draw(st.lists(meters(name), min_size=1, max_size=4, unique_by=lambda m: m["device_id"]))
     for draft in drafts:
         draft["name"] = draft["name"] or config.default_name(name_format, draft["device_id"])
-    return BusConfig(name=name, port=draw(ports(index)), baud=baud, parity=parity,
+    port = draw(ports(index))
+    serial = parse_port(port).kind == "serial"
+    return BusConfig(name=name, port=port, baud=baud, parity=parity,
                      timeout=draw(st.floats(0.001, 100)), retries=draw(st.integers(0, 10)),
                      max_failures=draw(st.integers(1, 100)), reprobe_max=draw(st.floats(0.1, 1e4)),
-                     meters=tuple(MeterConfig(**draft) for draft in drafts))
+                     meters=tuple(MeterConfig(**draft) for draft in drafts),
+                     mode=draw(st.sampled_from(config.BUS_MODES)) if serial else config.POLL,
+                     takeover_after=draw(st.floats(0.001, 3600)))
+
+
+@st.composite
+def serves(draw, meters):
+    """A [[serve]]: TCP or an RTU slave on a port no bus uses, its units naming configured meters."""
+    tcp = draw(st.booleans())
+    baud, parity = (9600, "N") if tcp else draw(LINES)      # a TCP server has no line
+    names = [meter.name for meter in meters]
+    units = draw(st.lists(st.tuples(st.integers(1, 247), st.sampled_from(names)), max_size=3,
+                          unique_by=lambda unit: unit[0]))
+    return ServeConfig(listen=draw(st.sampled_from([":5020", "0.0.0.0:502", "[::1]:1502"])) if tcp else "",
+                       port="" if tcp else "/dev/ttyS9", baud=baud, parity=parity,
+                       max_age=draw(st.floats(0.001, 600)), writes=config.DENY,
+                       max_connections=draw(st.integers(1, 1000)), idle_timeout=draw(st.floats(0.1, 1e5)),
+                       units=tuple(ServeUnit(unit_id, name) for unit_id, name in units))
 
 
 @st.composite
@@ -424,6 +466,7 @@ def configs(draw):
         counters=CountersConfig(draw(st.integers(2, 100)), draw(SECONDS), draw(st.integers(1, 100))),
         state_dir=draw(st.sampled_from([None, "/var/lib/sdm", "~/state dir", 'a"b'])),
         name_format=name_format)
+    built = dataclasses.replace(built, serve=tuple(draw(st.lists(serves(built.meters), max_size=1))))
     try:
         config.check_gateway(built)
     except config.Clash:
@@ -600,6 +643,48 @@ def test_the_documented_print_config_is_what_to_toml_writes():
     line = "-s /dev/ttyUSB0 -c 5 -d janitza:26,sdm:1 --pause sdm=30 --slow"
     assert f"`sdm630_httpd {line}`" in DOC.read_text(encoding="utf-8")
     assert doc_blocks()[-1] == to_toml(flags(line))
+
+
+def test_serve_and_listen_keys_load(tmp_path):
+    loaded = load(write(tmp_path, """
+[[bus]]
+name = "inverter"
+port = "/dev/ttyUSB0"
+mode = "auto"
+takeover_after = 4
+  [[bus.meter]]
+  type = "sdm630"
+  id = 1
+  name = "house"
+[[bus]]
+name = "cabinet"
+port = "/dev/ttyUSB2"
+  [[bus.meter]]
+  type = "sdm120"
+  id = 2
+  name = "heat"
+[[serve]]
+listen = ":5020"
+max_age = 1.5
+writes = "forward"
+max_connections = 4
+idle_timeout = 30
+  [[serve.unit]]
+  id = 9
+  meter = "heat"
+[[serve]]
+port = "/dev/ttyUSB1"
+comset = 5
+"""))
+    bus = loaded.buses[0]
+    assert (bus.mode, bus.takeover_after) == ("auto", 4.0)
+    tcp, rtu = loaded.serve
+    assert (tcp.listen, tcp.max_age, tcp.writes, tcp.max_connections, tcp.idle_timeout) == (
+        ":5020", 1.5, "forward", 4, 30.0)
+    assert tcp.units == (ServeUnit(9, "heat"),)
+    assert (rtu.port, rtu.baud, rtu.parity, rtu.writes, rtu.units) == ("/dev/ttyUSB1", 9600, "E", "deny", ())
+    assert config.serve_address(tcp.listen) == ("127.0.0.1", 5020)      # loopback unless a host is given
+    assert config.served_units(rtu, loaded.meters) == {1: loaded.meters[0], 2: loaded.meters[1]}
 
 
 def test_the_locator_skips_multi_line_strings():
