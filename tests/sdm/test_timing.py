@@ -9,6 +9,7 @@ from sdm.timing import (
     CLEAN_TO_STEP,
     GAP_SLACK,
     MAX_PAUSE,
+    PAUSE_MARGIN,
     PAUSE_RESOLUTION,
     RECHECK_FIRST,
     MeterTiming,
@@ -56,7 +57,8 @@ def test_pause_converges_just_above_the_meters_need_and_then_costs_at_most_one_e
     meter = ModelMeter(need, timing)
     meter.run(300)                               # five minutes of learning
     assert timing.pause + POLLER_GAP >= need     # what it uses now works
-    assert timing.pause <= max(need - POLLER_GAP, 0) + 2 * PAUSE_RESOLUTION
+    # the search stops within PAUSE_RESOLUTION, and the result keeps PAUSE_MARGIN above a pause that failed
+    assert timing.pause <= max(need - POLLER_GAP, 0) + PAUSE_RESOLUTION + PAUSE_MARGIN
     assert meter.lost <= 60                      # a meter needing twice its default takes a while
     hours = 6
     assert meter.run(hours * 3600) <= hours      # once learned: at most one lost exchange per hour
