@@ -358,10 +358,13 @@ def _needs_pause(rec: Recording, exchanges: Sequence[Exchange]) -> List[Finding]
 def diagnose(rec: Recording, comsets: Optional[Dict[int, List[int]]] = None) -> List[Finding]:
     """What the recording points to, most fundamental first; empty for a clean bus."""
     exchanges = _counted(rec.exchanges)
-    wrong_line = _comset(rec, exchanges, comsets)
+    # Another master's traffic garbles our replies as a wrong line setting would; its bytes between
+    # our exchanges tell the two apart, so it is looked for first.
+    master = _another_master(rec, exchanges)
+    wrong_line = None if master else _comset(rec, exchanges, comsets)
     if wrong_line is not None:
         return [wrong_line]
-    findings = [f for f in [_another_master(rec, exchanges)] if f]
+    findings = [master] if master else []
     findings += _duplicate_ids(rec, exchanges)
     noise = _noise(exchanges)
     if noise is not None and not any(f.code == "duplicate_id" for f in findings):

@@ -1,9 +1,10 @@
 """End to end: sdm_doctor as a process against the simulator on a pty (a clean bus, a wrong line
 setting found by --try-comsets, --json, --capture, --config) and its answers to bad input.
 
-Another master, duplicate ids, noise and a meter needing quiet are diagnosed on a fake line in
-tests/sdm/test_doctor.py: a pty has one master and one slave process, so those faults cannot be
-put on it by the simulator."""
+Another master is also diagnosed on the simulator's virtual multi-drop bus, with a foreign master
+polling like an inverter.  Duplicate ids, noise and a meter needing quiet are diagnosed on a fake
+line in tests/sdm/test_doctor.py: the simulator cannot put two meters at one id or length-dependent
+noise on a line."""
 
 import json
 import subprocess
@@ -61,3 +62,11 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path):
     for args, message in cases:
         done = doctor(*args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
+def test_another_master_on_a_multidrop_bus_is_named(simulator):
+    sim = simulator("sdm630:1", "--bus-endpoints", "1", "--baud", "9600", "--master", "sdm630:1@14")
+    done = doctor("-s", str(sim.link), "-d", "sdm630:1", "--duration", "4", "--json")
+    assert done.returncode == 1, done.stderr + done.stdout
+    codes = [f["Code"] for f in json.loads(done.stdout)["Findings"]]
+    assert "another_master" in codes, done.stdout
