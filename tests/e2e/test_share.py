@@ -357,6 +357,6 @@ writes = "forward"
         client.close()
     served = gw.get("/status").json()["Serve"][0]["RefusedByReason"]
     assert (served["write_failed"], served["setting"]) == (2, 1)
-    forwarded = [line for line in gw.log().splitlines() if "forwarded" in line]
+    forwarded = [line for line in gw.log().splitlines() if "sdm.poller" in line and " forwarded: " in line]
     assert len(forwarded) == 2 and all("bus cabinet, meter id 1" in line and "from 127.0.0.1:" in line
                                        for line in forwarded)
