@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional, Set, Tuple, Union
 
-from ..transport import TransportError
+from ..transport import OnTransport, TransportError
 from ..transport.tcp import TcpTransport
 from .mbap import HEADER, HEADER_BYTES, MAX_LENGTH, MIN_LENGTH, GatewayNoReply, MbapLink
 from .rtu import EXCEPTION_BYTES, REPLY_OVERHEAD, ExceptionReply, ModbusError, RtuLink, crc_ok
@@ -72,7 +72,7 @@ def holds_rtu_frame(data: bytes) -> bool:
     return len(data) == size and crc_ok(data)
 
 
-class GatewayLink:
+class GatewayLink(OnTransport):
     """A TCP bus's Link: the framing's exchange, a watch for a dead connection, and the mode hint.
 
     ``framing`` and ``other`` are links of the two framings on one transport:
@@ -80,6 +80,8 @@ class GatewayLink:
     gateway speaks it instead.  ``foreign(bytes)`` says whether a failed
     reply is recognisably in the other framing.
     """
+
+    transport: TcpTransport
 
     def __init__(self, framing: Union[RtuLink, MbapLink], other: Union[RtuLink, MbapLink],
                  foreign: Callable[[bytes], bool], hint_text: str,
@@ -104,18 +106,8 @@ class GatewayLink:
         self._probed = False                # the other framing was tried in this run of silence
 
     @property
-    def is_open(self) -> bool:
-        return self.transport.is_open
-
-    @property
     def turnaround(self) -> Optional[float]:
         return self.framing.turnaround
-
-    def open(self) -> None:
-        self.transport.open()
-
-    def close(self) -> None:
-        self.transport.close()
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]:

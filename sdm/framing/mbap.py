@@ -20,7 +20,7 @@ from typing import List, Optional
 
 from umodbus.client import tcp as umodbus_tcp
 
-from ..transport import Line, LineCost, Transport
+from ..transport import Line, LineCost, OnTransport, Transport
 from ..transport.tcp import TCP_ROUND_TRIP
 from .rtu import REQUEST_BYTES, ExceptionReply, MalformedReply, ModbusError, NoReply, ShortReply, reply_bytes
 from .timed import TimedLine
@@ -109,7 +109,7 @@ def serial_time(char_time: float, count: int) -> float:
     return char_time * (REQUEST_BYTES + 3.5 + reply_bytes(count))
 
 
-class MbapLink:
+class MbapLink(OnTransport):
     """Modbus TCP on a transport (a gateway's socket): a bus's Link.
 
     One request is in flight at a time: ``exchange`` reads its reply (or
@@ -126,16 +126,6 @@ class MbapLink:
         # of the last exchange (see sdm.transport.Link); a gateway forwards a reply whole, so this
         # is the network round trip, the meter's turnaround and the silence before its reply
         self.turnaround: Optional[float] = None
-
-    @property
-    def is_open(self) -> bool:
-        return self.transport.is_open
-
-    def open(self) -> None:
-        self.transport.open()
-
-    def close(self) -> None:
-        self.transport.close()
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]:

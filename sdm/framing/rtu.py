@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, TypeVar
 from umodbus.client.serial import rtu as umodbus_rtu
 from umodbus.client.serial.redundancy_check import get_crc
 
-from ..transport import Line, LineCost, Transport, silence_time
+from ..transport import Line, LineCost, OnTransport, Transport, silence_time
 from .timed import TimedLine
 
 T = TypeVar("T")
@@ -209,7 +209,7 @@ def write_exchange(line: Line, slave: int, start: int, values: List[int], timeou
     _transact(line, request, WRITE_REPLY_BYTES, timeout, lambda deadline, _: read_echo(line, request, deadline))
 
 
-class RtuLink:
+class RtuLink(OnTransport):
     """RTU framing on a transport (a serial port, or a transparent gateway's socket): a bus's Link."""
 
     hint: Optional[str] = None   # a serial line has no gateway mode to get wrong (see framing.gateway)
@@ -222,16 +222,6 @@ class RtuLink:
         # bytes come at the line rate on a serial port; a gateway's socket may hand over a reply at once
         self._timed = TimedLine(transport, paced=transport.kind == "serial")
         self.turnaround: Optional[float] = None   # of the last exchange (see sdm.transport.Link)
-
-    @property
-    def is_open(self) -> bool:
-        return self.transport.is_open
-
-    def open(self) -> None:
-        self.transport.open()
-
-    def close(self) -> None:
-        self.transport.close()
 
     def exchange(self, slave: int, fc: int, start: int, count: int, timeout: float,
                  prompt: bool = False) -> List[int]:

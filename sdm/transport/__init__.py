@@ -136,6 +136,22 @@ class Transport(Line, Protocol):
     def close(self) -> None: ...
 
 
+class OnTransport:
+    """A link's opening and closing: its transport's (the framings' Links share this)."""
+
+    transport: Transport
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport.is_open
+
+    def open(self) -> None:
+        self.transport.open()
+
+    def close(self) -> None:
+        self.transport.close()
+
+
 class Link(Protocol):
     """What a bus poller needs: open/close, and one checked exchange of a register read.
 
