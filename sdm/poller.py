@@ -451,7 +451,7 @@ class Poller:
 
     def _report_hint(self) -> None:
         """Pass on what the link suspects (a gateway in the wrong mode), once per change."""
-        hint = getattr(self.link, "hint", None)
+        hint = self.link.hint
         if hint != self._hint:
             self._hint = hint
             if hint:
