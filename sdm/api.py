@@ -191,10 +191,10 @@ def inside_web_root(path: str, root: str = WEB_ROOT) -> Optional[str]:
     """The real path of ``path`` under ``root`` when it is a regular file there after every symlink
     is resolved; None otherwise (outside, a directory, a device, a dangling link)."""
     real_root = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(real_root, path))
-    if os.path.commonpath([real_root, real]) != real_root:
-        return None
-    try:
+    try:    # ValueError: a NUL byte in the path, which realpath and stat both refuse
+        real = os.path.realpath(os.path.join(real_root, path))
+        if os.path.commonpath([real_root, real]) != real_root:
+            return None
         return real if stat.S_ISREG(os.stat(real).st_mode) else None
     except (OSError, ValueError):
         return None

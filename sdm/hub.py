@@ -36,7 +36,7 @@ UNAVAILABLE = "unavailable"
 
 WINDOW_SECONDS = 60.0
 WINDOW_MAX_SAMPLES = 4096   # bounds memory whatever the poll rate
-RECENT_EVENTS = 10          # confirmed counter resets and steps kept per meter for /status
+RECENT_EVENTS = 2 * len(COUNTERS)   # per meter for /status: every counter of a meter reset twice
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ PATHS = value_paths()
 KWH_JOULES = 3.6e6
 METRICS = {"sdm_import_energy_joules": "TotkWhImport", "sdm_export_energy_joules": "TotkWhExport",
            "sdm_phase_import_energy_joules": "TotkWhImportPhs", "sdm_phase_export_energy_joules": "TotkWhExportPhs"}
-GLITCH_AT = "2"          # seconds after the simulator's start
+GLITCH_AT = 4.0          # seconds after the simulator's start: the gateway must have a value before it
 SMALL_CONFIRM = ("--counter-confirm", "3", "--counter-confirm-seconds", "1")
 
 Seen = Dict[Tuple[str, str], List[Optional[float]]]      # (output, counter) -> values in the order shown
@@ -102,8 +102,7 @@ class Watch:
         gevent.killall(self._workers)
         for ws in self._sockets:
             ws.close()
-        events = self.gw.get("/firehose?category=meterupdate&timeout=1&since_time=0").json()["events"]
-        for event in events:
+        for event in self._firehose():
             if event["data"]["IEC61850"] in COUNTERS:
                 self.seen[("/firehose", event["data"]["IEC61850"])].append(event["data"]["Value"])
         for message in self._messages("sdm630/Instrument1/state"):
@@ -116,6 +115,18 @@ class Watch:
             if device == 1 and name in COUNTERS:
                 self.seen[("logger", name)].append(value)
         return self.seen
+
+    def _firehose(self) -> List[dict]:
+        """Every buffered meter event, oldest first: a reply holds a bounded number, so page on."""
+        events: List[dict] = []
+        since, until = 0, time.time() * 1000      # stamps are milliseconds
+        while since < until:
+            page = self.gw.get(f"/firehose?category=meterupdate&timeout=1&since_time={since}").json()
+            if "events" not in page:               # a timeout: nothing newer
+                break
+            events += page["events"]
+            since = page["events"][-1]["timestamp"]
+        return events
 
     def _messages(self, topic: str) -> list:
         return [message for message in self.sub.on(topic) if message.at >= self.since]
@@ -152,10 +163,16 @@ def run(simulator, gateway, broker, mqtt_subscriber, tmp_path):
     def start(sim_args, *gateway_args):
         b = broker()
         sub = mqtt_subscriber(b.port, ["sdm630/#"])
+        sim_started = time.monotonic()
         sim = simulator("sdm630:1", *sim_args)
         gw = gateway(sim.link, "sdm630:1", "-b", b.url, "--mqtt-per-value", "--ha-discovery", "-r", "0",
                      *gateway_args)
-        return gw, Watch(gw, sub, tmp_path)
+        watch = Watch(gw, sub, tmp_path)
+        # The glitch is timed from the simulator's start: a gateway whose first value came after it
+        # would take the glitched counter as its first value and see no glitch at all.
+        late = time.monotonic() - sim_started
+        assert late < GLITCH_AT - 0.5, f"the gateway's first value came {late:.1f} s after the simulator's start"
+        return gw, watch
     return start
 
 
@@ -163,7 +180,7 @@ def run(simulator, gateway, broker, mqtt_subscriber, tmp_path):
     ("--energy-spike", "jump"), ("--energy-zero", "invalid"), ("--energy-nan", "invalid"), ("--energy-drop", "drop"),
 ])
 def test_a_glitch_never_reaches_any_output(run, flag, kind):
-    gw, watch = run((flag, GLITCH_AT))
+    gw, watch = run((flag, str(GLITCH_AT)))
     wait_until(lambda: counts(gw)[kind] >= len(METER_COUNTERS), 15, what=f"the {kind} held back")
     gevent.sleep(1.0)                          # the outputs go on after the glitch
     assert_only_true_counts(watch.finish())
@@ -174,7 +191,7 @@ def test_a_glitch_never_reaches_any_output(run, flag, kind):
 
 
 def test_a_real_reset_is_shown_once_after_its_confirmation(run):
-    gw, watch = run(("--energy-reset", GLITCH_AT), *SMALL_CONFIRM)
+    gw, watch = run(("--energy-reset", str(GLITCH_AT)), *SMALL_CONFIRM)
 
     def reset_of_total_import():
         events = gw.get("/status").json()["ConfiguredMeters"][0]["Checks"]["CounterEvents"]

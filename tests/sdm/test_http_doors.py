@@ -147,7 +147,7 @@ def test_static_files_resolve_inside_the_web_folder(tmp_path):
     os.mkfifo(web / "fifo.js")
     assert inside_web_root("app.js", str(web)) == str(web / "app.js")
     assert inside_web_root("in.js", str(web)) == str(web / "app.js")       # a link inside is fine
-    for name in ("out.js", "dir.js", "fifo.js", "../secret.js", "missing.js", "/etc/passwd"):
+    for name in ("out.js", "dir.js", "fifo.js", "../secret.js", "missing.js", "/etc/passwd", "\x00/app.js", "a\x00.js"):
         assert inside_web_root(name, str(web)) is None, name
 
 

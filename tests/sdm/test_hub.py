@@ -116,3 +116,18 @@ def test_a_value_no_longer_read_is_null_not_its_old_number(hub):
     hub.drop("M1", ["Freq"])
     assert hub.meters["M1"].values == {"Freq": None, "VolLocPhsA": 230.0}
     assert b'"Frequency":null' in hub.meters["M1"].readings_json()
+
+
+def test_a_reset_of_every_counter_of_a_meter_is_listed_whole_in_the_status():
+    """A replaced meter resets all its counters at once: /status lists every one, not the last few."""
+    from sdm.sanity import COUNTERS, CounterGuard, CounterPolicy, Sanity
+    model = lookup("sdm630")
+    counters = sorted(COUNTERS & set(model.names))
+    quick = Hub([MeterConfig(1, "SDM630", model, "M1")],
+                sanity=Sanity(CounterGuard(CounterPolicy(confirm_readings=2, confirm_seconds=1.0))))
+    quick.publish("M1", {name: 500.0 for name in counters}, timestamp=1000.0)
+    for i in range(3):
+        quick.publish("M1", {name: 0.1 + i * 0.001 for name in counters}, timestamp=1001.0 + i)
+    events = quick.checks(quick.meters["M1"])["CounterEvents"]
+    assert sorted(e["Value"] for e in events) == counters
+    assert {e["Kind"] for e in events} == {"reset"}
