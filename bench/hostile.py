@@ -26,9 +26,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from tests.support import Gateway, Simulator, http_request
+from tests.support import Gateway, Simulator, http_request, wait_until
 
 from .common import SIMULATOR_NICE
 
@@ -42,6 +42,8 @@ LOADS = (("ws",), ("slow",), ("http",), ("ws", "slow", "http"))
 SLOW_CONNECTIONS = 300           # connections sending their heads a byte a second
 ATTACKER_NICE = 10               # the load generator's niceness (see start_load)
 SECONDS = 10.0
+SHARE_SECONDS = 30.0             # per window of the listen and RTU slave rows (420 RTU requests)
+RTU_ANSWER_TARGET_MS = 5.0       # the Share issue's answer time of the RTU slave
 
 
 def limit_files(limit: int = FILE_LIMIT):
@@ -168,16 +170,104 @@ def holds(row: Dict[str, object]) -> bool:
             and row["slowest /last/1 s"] <= LATENCY_TARGET and row["failed probes"] == 0)
 
 
+SHARE_CONFIG = """{http}
+[[bus]]
+name = "inverter"
+port = "%s"
+mode = "listen"
+  [[bus.meter]]
+  type = "sdm630"
+  id = 1
+[[serve]]
+port = "%s"
+baud = 9600
+"""
+ALL_KINDS = ("ws", "slow", "http")
+LISTEN_FAULTS = ("garbled", "unpaired", "unanswered")
+
+
+@contextlib.contextmanager
+def listening_and_serving(folder: Path) -> Iterator[Tuple[Gateway, int]]:
+    """Issue 11's "the same holds for the RTU slave and listen modes": a gateway that listens to
+    the virtual 9600 bus where a foreign master polls an SDM630 at 14 Hz, and serves what it hears
+    as an RTU slave on a pty pair; yields the gateway and the pty's master side (for the RTU master
+    of bench/share.py).  Limited to ``FILE_LIMIT`` open files like the polled bus's gateway."""
+    link = folder / "inverter"
+    sim = Simulator(link, METER, ["--bus-endpoints", "2", "--baud", str(BAUD), "--master", "sdm630:1@14"])
+    pty_master, pty_slave = os.openpty()        # the slave side stays open: no EIO before sdm opens it
+    gw = Gateway.from_file(SHARE_CONFIG % (f"{link}.2", os.ttyname(pty_slave)), folder / "share.toml")
+    gw.preexec = limit_files()
+    try:
+        sim.start()
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, sim.proc.pid, SIMULATOR_NICE)
+        gw.start()
+        wait_until(lambda: listen_stats(gw)["DecodedValues"] > 0, 15, what="values heard on the bus")
+        yield gw, pty_master
+    finally:
+        gw.stop()
+        sim.stop()
+        os.close(pty_master)
+        os.close(pty_slave)
+
+
+def listen_stats(gw: Gateway) -> Dict[str, object]:
+    return gw.get("/status", timeout=5).json()["Buses"][0]["Listen"]
+
+
+def share_window(gw: Gateway, pty_master: int, seconds: float, kinds: Sequence[str] = ()) -> Dict[str, object]:
+    """The listened bus and the RTU slave over ``seconds``, under the ``kinds`` of load (none: idle):
+    foreign requests heard per second, new listen faults, and the 14 Hz RTU master's answer times."""
+    from .share import load_process, ms
+    load = start_load(gw.port, kinds, seconds + 1.0) if kinds else None
+    if load is not None:
+        time.sleep(1.0)                   # the load's connections are up before the window starts
+    before, started = listen_stats(gw), time.monotonic()
+    master = load_process("rtu", f"fd:{pty_master}", pass_fds=(pty_master,), seconds=seconds)
+    found = json.loads(master.communicate(timeout=seconds + 30)[0])
+    after, took = listen_stats(gw), time.monotonic() - started
+    if load is not None:
+        load.wait(timeout=30)
+    frames_before, frames_after = before["FramesByKind"], after["FramesByKind"]
+    answers = found.get("rtu pty", [])
+    return {"load": "+".join(kinds) or "idle",
+            "foreign requests per s": round((after["ForeignRequests"] - before["ForeignRequests"]) / took, 2),
+            "new listen faults": sum(frames_after[k] - frames_before[k] for k in LISTEN_FAULTS),
+            "rtu answers": len(answers), "rtu errors": len(found["errors"]),
+            "rtu p99 beyond the silence ms": ms(answers, 0.99), "rtu max ms": ms(answers, 1.0)}
+
+
+def share_rows(folder: Path, seconds: float) -> List[Dict[str, object]]:
+    """Idle, then under the whole mix of hostile clients."""
+    with listening_and_serving(folder) as (gw, pty_master):
+        return [share_window(gw, pty_master, seconds), share_window(gw, pty_master, seconds, ALL_KINDS)]
+
+
+def share_holds(idle: Dict[str, object], loaded: Dict[str, object]) -> bool:
+    """The listener hears the master as often as when idle and makes no new mistakes; the RTU
+    slave answers every request, within the Share issue's 5 ms after the silence."""
+    return (loaded["foreign requests per s"] >= RATE_TARGET * idle["foreign requests per s"]
+            and loaded["new listen faults"] <= idle["new listen faults"] and loaded["rtu errors"] == 0
+            and loaded["rtu p99 beyond the silence ms"] is not None
+            and loaded["rtu p99 beyond the silence ms"] <= RTU_ANSWER_TARGET_MS)
+
+
 def run() -> dict:
     with bus_and_gateway() as bus:
         rows = [held(bus, kinds, SECONDS) for kinds in LOADS]
     table = [{key: value for key, value in row.items() if key != "attacker"} for row in rows]
+    with tempfile.TemporaryDirectory(prefix="sdm-hostile-share-") as folder:
+        share = share_rows(Path(folder), SHARE_SECONDS)
     return {
         "setup": f"{METER} at {BAUD} baud (paced pty), gateway limited to {FILE_LIMIT} open files, "
                  f"{SECONDS:g} s idle then {SECONDS:g} s loaded per row",
         "loads": table,
         "attackers": [{"load": row["load"], **row["attacker"]} for row in rows],
+        "listen and RTU slave": share,
         "targets": [{"target": f"{row['load']}: bus keeps >= {RATE_TARGET:g} of its idle rate, no new errors, "
                                f"/last/1 within {LATENCY_TARGET:g} s", "figure": row["ratio"], "holds": holds(row)}
-                    for row in rows],
+                    for row in rows] + [
+            {"target": f"all loads: listen mode hears >= {RATE_TARGET:g} of its idle rate with no new faults; "
+                       f"the RTU slave answers every request within {RTU_ANSWER_TARGET_MS:g} ms p99 after the silence",
+             "figure": share[1]["rtu p99 beyond the silence ms"], "holds": share_holds(*share)}],
     }

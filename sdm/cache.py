@@ -11,7 +11,7 @@ meter's blocks with one ``tuple(dict.values())``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 MeterKey = Tuple[str, int]          # (bus name, MODBUS id)
 
@@ -36,18 +36,38 @@ class CachedRead:
     read_at: float
 
 
+Watcher = Callable[[str, int, CachedBlock], None]    # (bus, id, block), called in the storing thread
+
+
 class RegisterCache:
     """Blocks of registers per (bus, id), newest reply per (fc, start, count)."""
 
     def __init__(self) -> None:
         self._meters: Dict[MeterKey, Dict[Tuple[int, int, int], CachedBlock]] = {}
+        self._watchers: Tuple[Watcher, ...] = ()      # replaced whole, never changed: no lock
 
     def store(self, bus: str, device_id: int, fc: int, start: int, words: Sequence[int], at: float) -> None:
         """Called by the bus thread after every good read reply."""
         blocks = self._meters.get((bus, device_id))
         if blocks is None:
             blocks = self._meters.setdefault((bus, device_id), {})
-        blocks[(fc, start, len(words))] = CachedBlock(fc, start, tuple(words), at)
+        block = blocks[(fc, start, len(words))] = CachedBlock(fc, start, tuple(words), at)
+        for watcher in self._watchers:
+            watcher(bus, device_id, block)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` with every block stored from now on (sdm/serve_process.py feeds its
+        helper with it); it runs in the bus thread, so it must never block."""
+        self._watchers = self._watchers + (watcher,)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        self._watchers = tuple(w for w in self._watchers if w != watcher)
+
+    def blocks(self) -> Iterator[Tuple[MeterKey, CachedBlock]]:
+        """Every cached block with its meter, for a helper starting with what is already known."""
+        for key, blocks in tuple(self._meters.items()):
+            for block in tuple(blocks.values()):
+                yield key, block
 
     def read(self, bus: str, device_id: int, fc: int, start: int, count: int) -> Optional[CachedRead]:
         """Registers [start, start + count) of function code ``fc``, each from the newest block that

@@ -4,7 +4,11 @@ Each ``[[serve]]`` runs in a native thread of its own with blocking I/O (the
 unpatched socket, select and sleep, whatever gevent has patched), like the
 bus threads: an answer never waits for the gevent loop, so HTTP or websocket
 load cannot delay it, and serving never touches a bus, so clients cannot slow
-the polling.  What is answered is decided by sdm/slave.py.
+the polling.  The RTU slave's thread only tends a helper process
+(sdm/serve_process.py) where the slave itself runs: its answer must follow
+the silence within milliseconds, which a thread sharing the gateway's GIL
+cannot promise under client load.  What is answered is decided by
+sdm/slave.py.
 
 The TCP server has no authentication (MODBUS has none): it binds loopback
 unless told otherwise, caps its connections, closes idle ones and clients
@@ -20,7 +24,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from gevent import monkey
 from gevent.threadpool import ThreadPool
@@ -30,6 +34,7 @@ from .cache import RegisterCache
 from .config import Config, MeterConfig, ServeConfig, serve_address, served_units
 from .forward import GATEWAY_TARGET_FAILED, ForwardedWrite
 from .framing.sniff import cut, frame_kind, read_chunk
+from .serve_process import RtuSlaveProcess
 from .slave import GATEWAY_PATH_UNAVAILABLE, Forward, Refusal, Responder, ServeStats, exception_pdu
 from .transport import Comset, TransportError
 from .transport.serial import SerialTransport
@@ -306,21 +311,20 @@ class Server(Protocol):
 def build_server(serve: ServeConfig, meters: Sequence[MeterConfig], cache: RegisterCache,
                  forward: Optional[Forward] = None) -> Server:
     """The server of one ``[[serve]]`` (bound, not yet running); OSError for an address in use."""
-    responder = Responder(served_units(serve, meters), cache, serve.max_age, serve.writes,
-                          ServeStats(serve.where), forward)
-    if serve.listen:
-        server = MbapServer(serve_address(serve.listen), responder, serve.max_connections, serve.idle_timeout)
-        host, port = server.address
-        log.info("serve: Modbus TCP on %s:%d, units %s", host, port, _units_text(responder))
-        return server
-    transport = SerialTransport(serve.port, Comset(serve.baud, serve.parity))
-    log.info("serve: RTU slave on %s at %s, units %s", serve.port, Comset(serve.baud, serve.parity),
-             _units_text(responder))
-    return RtuSlave(transport, responder)
+    units = served_units(serve, meters)
+    if serve.port:
+        log.info("serve: RTU slave on %s at %s, units %s (in a helper process)", serve.port,
+                 Comset(serve.baud, serve.parity), _units_text(units))
+        return RtuSlaveProcess(serve, units, cache, forward, verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
+    responder = Responder(units, cache, serve.max_age, serve.writes, ServeStats(serve.where), forward)
+    server = MbapServer(serve_address(serve.listen), responder, serve.max_connections, serve.idle_timeout)
+    host, port = server.address
+    log.info("serve: Modbus TCP on %s:%d, units %s", host, port, _units_text(units))
+    return server
 
 
-def _units_text(responder: Responder) -> str:
-    return ", ".join(f"{unit_id}={unit.meter.bus}/{unit.meter.name}" for unit_id, unit in responder.units.items())
+def _units_text(units: Mapping[int, MeterConfig]) -> str:
+    return ", ".join(f"{unit_id}={meter.bus}/{meter.name}" for unit_id, meter in units.items())
 
 
 def start_serving(config: Config, cache: RegisterCache,

@@ -25,7 +25,7 @@ import struct
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from gevent import monkey
 
@@ -135,6 +135,16 @@ class ServeStats:
         with self._lock:
             self.requests += 1
             self.refused[reason] += 1
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Take the counters of a :meth:`snapshot`: a helper process's, or a restarted one's own."""
+        with self._lock:
+            self.requests = snapshot["Requests"]
+            self.answered = snapshot["Answered"]
+            self.refused = Counter({k: v for k, v in snapshot["RefusedByReason"].items() if v})
+            mean = snapshot["MeanAgeSeconds"]
+            self.age_sum = mean * self.answered if mean is not None else 0.0
+            self.age_max = snapshot["MaxAgeSeconds"]
 
     def snapshot(self) -> Dict[str, object]:
         with self._lock:

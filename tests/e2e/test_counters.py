@@ -48,6 +48,8 @@ def dig(reading: dict, path: Tuple[str, ...]) -> Optional[float]:
 class Watch:
     """Every counter value each output of one gateway shows, until :meth:`finish`."""
 
+    unfinished: List[Watch] = []      # stopped after their test even when it failed before finish()
+
     def __init__(self, gw, subscriber, tmp_path: Path, name: str = "watch"):
         self.gw = gw
         self.sub = subscriber
@@ -59,6 +61,13 @@ class Watch:
         self._sockets: List[websocket.WebSocket] = []
         self._workers = [gevent.spawn(self._poll), gevent.spawn(self._ws, ""),
                          gevent.spawn(self._ws, "?format=readings")]
+        Watch.unfinished.append(self)
+
+    def stop(self) -> None:
+        Watch.unfinished.remove(self)
+        gevent.killall(self._workers)
+        for ws in self._sockets:
+            ws.close()
 
     def reading(self, output: str, reading: dict) -> None:
         for name in METER_COUNTERS:
@@ -99,9 +108,7 @@ class Watch:
 
     def finish(self) -> Seen:
         """Stop watching; add what the firehose buffer, MQTT and the logger's file hold."""
-        gevent.killall(self._workers)
-        for ws in self._sockets:
-            ws.close()
+        self.stop()
         for event in self._firehose():
             if event["data"]["IEC61850"] in COUNTERS:
                 self.seen[("/firehose", event["data"]["IEC61850"])].append(event["data"]["Value"])
@@ -155,6 +162,15 @@ def assert_only_true_counts(seen: Seen) -> None:
 
 def counts(gw) -> dict:
     return gw.get("/status").json()["ConfiguredMeters"][0]["Checks"]["Counts"]
+
+
+@pytest.fixture(autouse=True)
+def no_watch_left():
+    """A test that failed half-way leaves no recorder process or watching greenlet behind."""
+    yield
+    for watch in list(Watch.unfinished):
+        watch.stop()
+        watch.recorder.stop()
 
 
 @pytest.fixture

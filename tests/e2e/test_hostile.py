@@ -69,3 +69,15 @@ def test_a_crowd_of_connections_never_keeps_the_serial_adapter_from_reopening(tm
             sock.close()
         gw.stop()
         sim.stop()
+
+
+def test_listen_mode_and_the_rtu_slave_keep_their_timing_under_hostile_clients(tmp_path):
+    """The same for the Share issue's modes: a gateway listening to a foreign master at 14 Hz and
+    serving what it hears as an RTU slave (helper process) to a 14 Hz RTU master on a pty pair,
+    idle and then under every hostile load at once."""
+    idle, loaded = hostile.share_rows(tmp_path, 4.0)
+    assert idle["foreign requests per s"] > 10, idle          # the master polls at 14 Hz
+    assert loaded["foreign requests per s"] >= hostile.RATE_TARGET * idle["foreign requests per s"], loaded
+    assert loaded["new listen faults"] <= idle["new listen faults"], (idle, loaded)
+    for row in (idle, loaded):                              # every request answered, none late (0.5 s)
+        assert row["rtu errors"] == 0 and row["rtu answers"] >= 50, row

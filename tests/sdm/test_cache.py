@@ -57,3 +57,23 @@ def test_meters_and_buses_are_kept_apart():
     assert cache.read("b", 1, 4, 0, 2).words == (3, 4)
     assert cache.read("a", 2, 4, 0, 2) is None
     assert cache.newest("b", 1) == 6.0 and cache.newest("c", 1) is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(BLOCKS)
+def test_a_watcher_sees_every_stored_block_and_blocks_lists_the_newest_of_each(blocks):
+    cache = RegisterCache()
+    seen = []
+
+    def watcher(bus, device_id, block):
+        seen.append((bus, device_id, block.fc, block.start, len(block.words), block.at))
+    cache.watch(watcher)
+    for fc, start, count, at in blocks:
+        cache.store("b", 1, fc, start, list(range(count)), at)
+    assert seen == [("b", 1, fc, start, count, at) for fc, start, count, at in blocks]
+    newest = {(fc, start, count): at for fc, start, count, at in blocks}
+    assert sorted((b.fc, b.start, len(b.words), b.at) for _, b in cache.blocks()) == \
+        sorted((*key, at) for key, at in newest.items())
+    cache.unwatch(watcher)
+    cache.store("b", 1, 3, 0, [1], 1.0)
+    assert len(seen) == len(blocks)
