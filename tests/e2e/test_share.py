@@ -121,8 +121,9 @@ max_age = 1.5
     assert 'sdm_serve_refusals_total{reason="write_denied",server="tcp 127.0.0.1:' in metrics
 
 
-def test_pymodbus_rtu_master_polls_a_served_unit_at_14_hz(tmp_path, procs):
-    """A minute, as the issue asks: every answer correct and none late (pymodbus's timeout)."""
+def served_on_rs485(tmp_path, procs) -> tuple:
+    """The pymodbus meter read over TCP and served as an RTU slave on the virtual bus's second
+    endpoint; the gateway (its helper ready) and the bus's first endpoint, for the RTU master."""
     _, port = pymodbus_meter(tmp_path, procs)
     link = tmp_path / "rs485"
     procs(Simulator(link, "sdm120:200", ["--bus-endpoints", "2", "--baud", "9600"])).start()
@@ -132,6 +133,12 @@ port = "{link}.2"
 max_age = 3
 """)
     wait_until(lambda: f"serve rtu {link}.2: open" in gw.log(), 10, what="the RTU slave's helper ready")
+    return gw, link
+
+
+def test_pymodbus_rtu_master_polls_a_served_unit_at_14_hz(tmp_path, procs):
+    """A minute, as the issue asks: every answer correct and none late (pymodbus's timeout)."""
+    gw, link = served_on_rs485(tmp_path, procs)
     client = ModbusSerialClient(str(link), baudrate=9600, timeout=0.25, retries=0)   # late: no answer by then
     assert client.connect()
     blocks = INVERTER_BLOCKS["sdm630"]
@@ -165,16 +172,8 @@ def children(pid: int) -> list:
 
 def test_the_rtu_slaves_helper_process_is_started_again_when_it_dies(tmp_path, procs):
     """Killed: logged, started again, answering again, its counters carried on."""
-    _, port = pymodbus_meter(tmp_path, procs)
-    link = tmp_path / "rs485"
-    procs(Simulator(link, "sdm120:200", ["--bus-endpoints", "2", "--baud", "9600"])).start()
-    gw = gateway(tmp_path, procs, PEER_BUS % port + f"""
-[[serve]]
-port = "{link}.2"
-max_age = 3
-""")
+    gw, link = served_on_rs485(tmp_path, procs)
     ready = f"serve rtu {link}.2: open"
-    wait_until(lambda: ready in gw.log(), 10, what="the RTU slave's helper ready")
     client = ModbusSerialClient(str(link), baudrate=9600, timeout=1, retries=0)
     assert client.connect()
     try:
