@@ -88,7 +88,9 @@ def bus_and_gateway(workdir: Optional[Path] = None, extra: Sequence[str] = ()) -
     folder = Path(workdir)
     served = folder / "served.jsonl"
     sim = Simulator(folder / "tty", METER, ["--baud", str(BAUD), "--served-log", str(served)])
-    gw = Gateway(str(folder / "tty"), METER, list(extra), folder / "httpd.log")
+    # A fixed pause switches timing learning off: a rate that climbs as the pause is learned
+    # would make the idle and loaded windows incomparable.  60 ms is the Eastron default.
+    gw = Gateway(str(folder / "tty"), METER, ["--pause", "sdm630=60", *extra], folder / "httpd.log")
     gw.preexec = limit_files()
     try:
         sim.start()

@@ -43,3 +43,10 @@ def test_the_file_limit_holds_the_connection_cap_and_the_reserve():
     limit = int(unit()["Service"]["LimitNOFILE"])
     needed = HttpConfig().max_connections + FD_RESERVE
     assert needed <= limit <= 4 * needed      # room for the streams' cap inside it, not unbounded
+
+
+def test_unit_lets_the_rtu_slaves_helper_take_real_time_priority():
+    """sdm/serve_process.py asks for SCHED_FIFO priority REALTIME_PRIORITY; an unprivileged
+    service user gets it only from this limit."""
+    from sdm.serve_process import REALTIME_PRIORITY
+    assert int(unit()["Service"]["LimitRTPRIO"]) >= REALTIME_PRIORITY

@@ -54,3 +54,14 @@ def test_restored_counters_snapshot_as_the_original(requests):
     assert copy.snapshot() == original.snapshot()
     copy.answer(None)
     assert copy.snapshot()["Requests"] == original.snapshot()["Requests"] + 1
+
+
+def test_without_permission_for_real_time_the_helper_says_so_and_runs_normally(monkeypatch, caplog):
+    from sdm import serve_process
+
+    def refused(*args):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(serve_process.os, "sched_setscheduler", refused)
+    caplog.set_level("INFO")
+    serve_process.raise_priority("rtu /dev/ttyUSB1")
+    assert "serve rtu /dev/ttyUSB1: normal scheduling (real-time priority not allowed" in caplog.text
