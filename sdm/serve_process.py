@@ -57,6 +57,9 @@ _start_thread = monkey.get_original("_thread", "start_new_thread")
 _sleep = monkey.get_original("time", "sleep")
 _waitpid = monkey.get_original("os", "waitpid")
 _posix_spawn = monkey.get_original("os", "posix_spawn")   # gevent's would watch the child from a loop
+# gevent's close defers the closing to its loop's next turn in a thread that has a hub (the
+# gateway's main one, where stop() is called); the child must see its input end at once.
+_close = monkey.get_original("os", "close")
 
 HEADER = struct.Struct(">I")
 STATS_INTERVAL = 0.2             # s between two counter reports of the child (when they changed)
@@ -127,7 +130,7 @@ class RtuSlaveProcess:
                 self._talk(from_child)
             finally:
                 self._close_pipe()
-                os.close(from_child)
+                _close(from_child)
                 code = self._reap(pid)
             if self.running:
                 log.error("serve %s: helper process ended (%s); starting it again", self.serve.where, code)
@@ -147,10 +150,10 @@ class RtuSlaveProcess:
         except OSError as err:
             log.error("serve %s: cannot start the helper process: %s", self.serve.where, err)
             for fd in (to_read, to_child, from_child, to_write):
-                os.close(fd)
+                _close(fd)
             return None
-        os.close(to_read)
-        os.close(to_write)
+        _close(to_read)
+        _close(to_write)
         self.pid = pid
         try:
             write_all(to_child, encode(("setup", self.serve, self.units, self.stats.snapshot(), self.verbose)))
@@ -160,8 +163,8 @@ class RtuSlaveProcess:
                                                 block.at)))
         except OSError as err:        # it ended at once (BrokenPipeError)
             log.error("serve %s: the helper process did not take its settings: %s", self.serve.where, err)
-            os.close(to_child)
-            os.close(from_child)
+            _close(to_child)
+            _close(from_child)
             self._reap(pid)
             return None
         os.set_blocking(to_child, False)
@@ -227,7 +230,7 @@ class RtuSlaveProcess:
         with self._pipe_lock:
             fd, self._to_child = self._to_child, None
         if fd is not None:
-            os.close(fd)
+            _close(fd)
 
     def _reap(self, pid: int) -> str:
         """Wait for the child (it ends within its tick once its input is closed); kill it if not."""
