@@ -32,6 +32,7 @@ system's clock, the same in both processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -64,6 +65,8 @@ _close = monkey.get_original("os", "close")
 HEADER = struct.Struct(">I")
 STATS_INTERVAL = 0.2             # s between two counter reports of the child (when they changed)
 RESTART_DELAY = 1.0              # s before a helper that ended is started again
+MAX_RESTART_DELAY = 30.0         # ... doubling up to this while it keeps ending at once
+STEADY_AFTER = 10.0              # s a helper must have run to count as having started well
 REPLY_TRIES = 1000               # 1 ms apart: how long a forwarded write's outcome waits for room in the pipe
 FORWARD_WAIT = 3.0               # s the child waits for a forwarded write (as sdm/serve.py's TCP clients)
 
@@ -119,22 +122,30 @@ class RtuSlaveProcess:
         self._pipe_lock = NativeLock()            # the bus threads' writes against a closing pipe
 
     def run(self) -> None:
-        """Keep the helper running until :meth:`stop` (called in a thread of sdm/serve.py's Serving)."""
+        """Keep the helper running until :meth:`stop` (called in a thread of sdm/serve.py's Serving).
+        A helper that keeps failing at once is started again ever more slowly (at most every
+        MAX_RESTART_DELAY s), so a broken installation does not fill the log."""
+        quick_ends = 0                            # helpers in a row that ended within STEADY_AFTER
         while self.running:
+            began = time.monotonic()
             started = self._spawn()
-            if started is None:
-                _sleep(RESTART_DELAY)
-                continue
-            pid, from_child = started
-            try:
-                self._talk(from_child)
-            finally:
-                self._close_pipe()
-                _close(from_child)
-                code = self._reap(pid)
-            if self.running:
-                log.error("serve %s: helper process ended (%s); starting it again", self.serve.where, code)
-                _sleep(RESTART_DELAY)
+            code = ""
+            if started is not None:
+                pid, from_child = started
+                try:
+                    self._talk(from_child)
+                finally:
+                    self._close_pipe()
+                    _close(from_child)
+                    code = self._reap(pid)
+            quick_ends = quick_ends + 1 if time.monotonic() - began < STEADY_AFTER else 1
+            delay = min(RESTART_DELAY * 2 ** (quick_ends - 1), MAX_RESTART_DELAY)
+            if self.running and code:             # (a failed start has said why already)
+                log.error("serve %s: helper process ended (%s); starting it again in %g s",
+                          self.serve.where, code, delay)
+            end = time.monotonic() + delay
+            while self.running and time.monotonic() < end:
+                _sleep(0.05)
 
     def stop(self) -> None:
         """Closing the child's input ends it within its poll tick, then :meth:`run` returns."""
@@ -316,7 +327,10 @@ class Parent:
         while running():
             requests = self.stats.requests
             if requests != sent:
-                self.send(("stats", self.stats.snapshot()))
+                try:
+                    self.send(("stats", self.stats.snapshot()))
+                except OSError:        # the gateway is gone: listen() sees the end and stops the slave
+                    return
                 sent = requests
             _sleep(STATS_INTERVAL)
 
@@ -359,7 +373,8 @@ def main() -> int:
     _start_thread(parent.listen, ())
     _start_thread(parent.report, (lambda: slave.running,))
     slave.run()
-    parent.send(("stats", stats.snapshot()))
+    with contextlib.suppress(OSError):                # the gateway may be gone already
+        parent.send(("stats", stats.snapshot()))
     return 0
 
 
