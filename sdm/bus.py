@@ -28,7 +28,7 @@ from gevent.threadpool import ThreadPool
 
 from .cache import RegisterCache
 from .config import AUTO, LISTEN, BusConfig, MeterConfig
-from .forward import GATEWAY_TARGET_FAILED, ForwardedWrite
+from .forward import FORWARD_WAIT, GATEWAY_TARGET_FAILED, ForwardedWrite
 from .framing import make_link
 from .framing.rtu import RtuLink
 from .hub import BusState, Hub
@@ -178,7 +178,7 @@ class BusThreads:
             run.wait(timeout)
         self.sink.drain()
 
-    def forward(self, meter: MeterConfig, write: ForwardedWrite, wait: float = 3.0) -> int:
+    def forward(self, meter: MeterConfig, write: ForwardedWrite, wait: float = FORWARD_WAIT) -> int:
         """Hand a served client's write to the poller of the meter's bus and wait for its outcome
         (called from a Modbus server thread)."""
         poller = self.pollers.get(meter.bus)

@@ -66,3 +66,4 @@ class ForwardedWrite:
 
 
 GATEWAY_TARGET_FAILED = 0x0B
+FORWARD_WAIT = 3.0          # seconds a served client waits for its forwarded write

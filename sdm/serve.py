@@ -50,7 +50,6 @@ MBAP_HEAD = 7                 # transaction (2), protocol (2), length (2), unit
 MAX_MBAP_LENGTH = 254         # unit id + the longest PDU (253)
 FRAME_TIMEOUT = 5.0           # a frame begun must be complete within this many seconds
 TICK = 0.2                    # how often the threads look at their stop flag
-FORWARD_WAIT = 3.0            # seconds a client waits for a forwarded write
 
 
 @dataclass

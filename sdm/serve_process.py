@@ -46,7 +46,7 @@ from gevent import monkey
 
 from .cache import CachedBlock, RegisterCache
 from .config import MeterConfig, ServeConfig
-from .forward import GATEWAY_TARGET_FAILED, ForwardedWrite
+from .forward import FORWARD_WAIT, GATEWAY_TARGET_FAILED, ForwardedWrite
 from .slave import Forward, Responder, ServeStats
 from .transport import Comset
 
@@ -68,7 +68,6 @@ RESTART_DELAY = 1.0              # s before a helper that ended is started again
 MAX_RESTART_DELAY = 30.0         # ... doubling up to this while it keeps ending at once
 STEADY_AFTER = 10.0              # s a helper must have run to count as having started well
 REPLY_TRIES = 1000               # 1 ms apart: how long a forwarded write's outcome waits for room in the pipe
-FORWARD_WAIT = 3.0               # s the child waits for a forwarded write (as sdm/serve.py's TCP clients)
 
 
 def encode(message: Tuple[Any, ...]) -> bytes:
